@@ -1,0 +1,142 @@
+"""The JSON routes of ``/api/v1``: jobs, appends and pages of events."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .context import context, current_user, json_response, read_json
+from .errors import BadRequest, CursorAhead
+from .follow import parse_cursor
+from .models import STATUSES, parse_events, parse_job_patch, parse_new_job
+
+MAX_JOBS_PAGE = 200
+
+
+def _limit(request: Request, default: int, maximum: int) -> int:
+    limit = parse_cursor("limit", request.query_params.get("limit"))
+    if limit is None:
+        return default
+    if limit < 1:
+        raise BadRequest("limit must be at least 1", field="limit")
+    return min(limit, maximum)
+
+
+def _encode_cursor(created_at: str, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at}|{job_id}".encode()).decode()
+
+
+def _decode_cursor(raw: str | None) -> tuple[str, str] | None:
+    if not raw:
+        return None
+    try:
+        created_at, sep, job_id = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise BadRequest("cursor is not one this server issued", field="cursor") from exc
+    if not sep or not created_at or not job_id:
+        raise BadRequest("cursor is not one this server issued", field="cursor")
+    return created_at, job_id
+
+
+async def create_job(request: Request) -> Response:
+    user = await current_user(request)
+    name, metadata = parse_new_job(await read_json(request))
+    job = await context(request).storage.create_job(user.id, name, metadata)
+    return json_response(job.public(), 201, {"Location": f"/api/v1/jobs/{job.id}"})
+
+
+async def list_jobs(request: Request) -> Response:
+    user = await current_user(request)
+    status = request.query_params.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
+    limit = _limit(request, 50, MAX_JOBS_PAGE)
+    cursor = _decode_cursor(request.query_params.get("cursor"))
+    jobs = await context(request).storage.list_jobs(user.id, status, limit + 1, cursor)
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    next_cursor = _encode_cursor(jobs[-1].created_at, jobs[-1].id) if more else None
+    return json_response({"jobs": [job.public() for job in jobs], "next_cursor": next_cursor})
+
+
+async def get_job(request: Request) -> Response:
+    user = await current_user(request)
+    job = await context(request).storage.get_job(user.id, request.path_params["job_id"])
+    return json_response(job.public())
+
+
+async def patch_job(request: Request) -> Response:
+    user = await current_user(request)
+    changes = parse_job_patch(await read_json(request))
+    job = await context(request).storage.update_job(user.id, request.path_params["job_id"], changes)
+    return json_response(job.public())
+
+
+async def claim_job(request: Request) -> Response:
+    user = await current_user(request)
+    job = await context(request).storage.claim_job(user.id)
+    if job is None:
+        return Response(status_code=204)
+    return json_response(job.public())
+
+
+async def delete_job(request: Request) -> Response:
+    user = await current_user(request)
+    ctx = context(request)
+    job_id = request.path_params["job_id"]
+    await ctx.storage.delete_job(user.id, job_id)
+    ctx.hub.close_job(job_id, "deleted")
+    return Response(status_code=204)
+
+
+async def append_events(request: Request) -> Response:
+    user = await current_user(request)
+    ctx = context(request)
+    expected = parse_cursor("expected_index", request.query_params.get("expected_index"))
+    events = parse_events(
+        await read_json(request), ctx.settings.max_event_bytes, ctx.settings.max_batch_events
+    )
+    stored = await ctx.storage.append(user.id, request.path_params["job_id"], events, expected)
+    return json_response({"first_index": stored[0].index, "last_index": stored[-1].index}, 201)
+
+
+async def list_events(request: Request) -> Response:
+    """A page of stored events, assembled from their stored JSON lines without re-encoding."""
+    user = await current_user(request)
+    ctx = context(request)
+    job = await ctx.storage.get_job(user.id, request.path_params["job_id"])
+    start = parse_cursor("from_index", request.query_params.get("from_index")) or 0
+    limit = _limit(request, ctx.settings.max_page_events, ctx.settings.max_page_events)
+    if start > job.event_count:
+        raise CursorAhead(
+            f"from_index {start} is beyond the job's next index {job.event_count}",
+            field="from_index",
+            next_index=job.event_count,
+        )
+    events = await ctx.storage.read_events(job.id, start, limit)
+    next_index = events[-1].index + 1 if events else start
+    complete = bool(events and events[-1].is_complete) or (
+        job.is_final and next_index >= job.event_count
+    )
+    body = b'{"events":[%s],"next_index":%d,"complete":%s}' % (
+        b",".join(e.line for e in events),
+        next_index,
+        b"true" if complete else b"false",
+    )
+    return Response(body, media_type="application/json")
+
+
+routes = [
+    Route("/jobs", create_job, methods=["POST"]),
+    Route("/jobs", list_jobs, methods=["GET"]),
+    Route("/jobs/claim", claim_job, methods=["POST"]),
+    Route("/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/jobs/{job_id}", patch_job, methods=["PATCH"]),
+    Route("/jobs/{job_id}", delete_job, methods=["DELETE"]),
+    Route("/jobs/{job_id}/events", append_events, methods=["POST"]),
+    Route("/jobs/{job_id}/events", list_events, methods=["GET"]),
+]

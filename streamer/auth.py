@@ -1,0 +1,108 @@
+"""API keys: generation, hashing, verification.
+
+A key looks like ``stk_<43 base62 chars><6 base62 checksum chars>``. The ``stk_``
+prefix makes a leaked key recognisable to secret scanners, and the CRC32 checksum
+lets us reject a mistyped or random string without touching the database (the
+GitHub token format). Only the SHA-256 of a key is stored. A lookup narrows the
+candidates by the key's first 12 characters and then compares the hashes with
+``hmac.compare_digest``, so no timing difference reveals how much of a hash matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import zlib
+
+from starlette.requests import HTTPConnection
+
+from .errors import Unauthorized
+from .models import User
+from .storage.base import Storage
+
+KEY_PREFIX = "stk_"
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+BODY_LEN = 43  # 62**43 > 2**256: 32 random bytes fit
+CHECK_LEN = 6
+KEY_LEN = len(KEY_PREFIX) + BODY_LEN + CHECK_LEN
+LOOKUP_LEN = 12
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    while number:
+        number, rem = divmod(number, 62)
+        digits.append(ALPHABET[rem])
+    return "".join(reversed(digits)).rjust(width, "0")
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), CHECK_LEN)
+
+
+def generate_key() -> str:
+    body = _base62(int.from_bytes(secrets.token_bytes(32), "big"), BODY_LEN)
+    return KEY_PREFIX + body + _checksum(body)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def lookup_prefix(key: str) -> str:
+    """The part of a key stored in clear, enough to narrow a lookup and to show in lists."""
+    return key[:LOOKUP_LEN]
+
+
+def well_formed(key: str) -> bool:
+    """Prefix, length, alphabet and checksum: everything that needs no database."""
+    if len(key) != KEY_LEN or not key.startswith(KEY_PREFIX):
+        return False
+    body, check = key[len(KEY_PREFIX) : -CHECK_LEN], key[-CHECK_LEN:]
+    if any(c not in ALPHABET for c in body):
+        return False
+    return hmac.compare_digest(_checksum(body), check)
+
+
+async def verify_key(storage: Storage, key: str) -> User:
+    if not well_formed(key):
+        raise Unauthorized("malformed API key")
+    digest = hash_key(key)
+    for stored_hash, user in await storage.key_candidates(lookup_prefix(key)):
+        if hmac.compare_digest(stored_hash, digest):
+            return user
+    raise Unauthorized("unknown, revoked or inactive API key")
+
+
+def bearer_key(conn: HTTPConnection) -> str:
+    """The API key of a request; never from the URL, where it would reach access logs."""
+    for name in ("api_key", "key", "token"):
+        value = conn.query_params.get(name, "")
+        if value.startswith(KEY_PREFIX):
+            raise Unauthorized("API keys are not accepted in URLs; use the Authorization header")
+    headers = conn.headers.getlist("authorization")
+    if not headers:
+        raise Unauthorized("missing Authorization: Bearer <API key> header")
+    if len(headers) > 1:
+        raise Unauthorized("more than one Authorization header")
+    scheme, _, key = headers[0].partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("Authorization must be 'Bearer <API key>'")
+    return key.strip()
+
+
+async def authenticate(storage: Storage, conn: HTTPConnection) -> User:
+    return await verify_key(storage, bearer_key(conn))
+
+
+async def create_user_with_key(storage: Storage, name: str, email: str) -> tuple[User, str]:
+    user = await storage.create_user(name, email)
+    key = await issue_key(storage, user.id, "default")
+    return user, key
+
+
+async def issue_key(storage: Storage, user_id: int, name: str) -> str:
+    key = generate_key()
+    await storage.create_key(user_id, name, lookup_prefix(key), hash_key(key))
+    return key

@@ -1,0 +1,129 @@
+"""Settings: one table of (name, default, env var, help), read once.
+
+Every knob of the server is declared exactly once in ``SETTINGS``. The same table
+drives ``streamer serve --help``, the environment variables and the README's
+settings section, so the three cannot drift apart (a test checks the README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+
+def default_db_path() -> str:
+    """The SQLite file lives in the user's data directory, never the current one."""
+    return str(Path(platformdirs.user_data_dir("streamer")) / "streamer.db")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    default: Any
+    help: str
+    flag: str | None = None
+
+    @property
+    def env(self) -> str:
+        return "STREAMER_" + self.name.upper()
+
+    @property
+    def kind(self) -> type:
+        return type(self.default) if self.default is not None else str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("db", "", "SQLite file path or postgresql:// URL (default: the user data dir)", "--db"),
+    Setting("host", "127.0.0.1", "address to listen on", "--host"),
+    Setting("port", 8000, "TCP port to listen on", "--port"),
+    Setting(
+        "sync",
+        "normal",
+        "SQLite synchronous mode: normal (survives process crash) or full "
+        "(also survives power loss, one fsync per commit group)",
+        "--sync",
+    ),
+    Setting("max_body_bytes", 1 << 20, "largest request body accepted (413 above)"),
+    Setting("max_event_bytes", 1 << 20, "largest `data` of one event, UTF-8 bytes (413 above)"),
+    Setting("max_batch_events", 10_000, "most events in one batch append (413 above)"),
+    Setting("max_page_events", 1_000, "most events one page of GET /events returns"),
+    Setting("keepalive_seconds", 15.0, "idle time before a stream sends a keepalive"),
+    Setting(
+        "subscriber_buffer",
+        4_096,
+        "live events buffered per reader before it is switched to catch-up from storage",
+    ),
+    Setting(
+        "send_timeout_seconds",
+        10.0,
+        "a stream whose client takes longer than this to accept a write is closed (it can resume)",
+    ),
+    Setting("shutdown_seconds", 10.0, "grace period for open streams on SIGTERM / Ctrl-C"),
+    Setting(
+        "allowed_origins",
+        "",
+        "comma-separated browser origins allowed to open WebSockets "
+        "(the service's own origin is always allowed)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one server. Immutable; build a new one to change it."""
+
+    db: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    sync: str = "normal"
+    max_body_bytes: int = 1 << 20
+    max_event_bytes: int = 1 << 20
+    max_batch_events: int = 10_000
+    max_page_events: int = 1_000
+    keepalive_seconds: float = 15.0
+    subscriber_buffer: int = 4_096
+    send_timeout_seconds: float = 10.0
+    shutdown_seconds: float = 10.0
+    allowed_origins: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_url(self) -> str:
+        return self.db or default_db_path()
+
+    @property
+    def origin_allowlist(self) -> frozenset[str]:
+        return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(setting: Setting, raw: str) -> Any:
+    kind = setting.kind
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{setting.env}: expected {kind.__name__}, got {raw!r}") from exc
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Defaults, then environment variables, then explicit overrides (CLI flags)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.env in env:
+            values[setting.name] = _convert(setting, env[setting.env])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)
+    if settings.sync not in ("normal", "full"):
+        raise SystemExit(f"STREAMER_SYNC must be normal or full, got {settings.sync!r}")
+    return settings

@@ -1,0 +1,82 @@
+"""One root error; each class knows its HTTP status and WebSocket close code.
+
+    StreamerError                  500 / 1011
+    ├── BadRequest                 400 / 1008   malformed cursor or query
+    ├── Unauthorized               401 / 4401
+    ├── NotFound                   404 / 4404   missing, or someone else's
+    ├── Conflict                   409 / 1008   illegal transition, expected_index
+    ├── PayloadTooLarge            413 / 1009
+    ├── CursorAhead                416 / 1008   from_index beyond the next index
+    ├── Unprocessable              422 / 1008   well-formed JSON, wrong content
+    └── Unavailable                503 / 1011   storage unreachable or full
+
+Handlers raise these; the app turns them into RFC 9457 problem+json bodies and the
+WebSocket adapter into close codes, so no route decides its own error format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StreamerError(Exception):
+    status = 500
+    ws_code = 1011
+    title = "Internal Server Error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+    def problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(StreamerError):
+    status, ws_code, title = 400, 1008, "Bad Request"
+
+
+class Unauthorized(StreamerError):
+    status, ws_code, title = 401, 4401, "Unauthorized"
+
+    def __init__(self, detail: str = "missing or invalid API key", **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.headers["WWW-Authenticate"] = "Bearer"
+
+
+class NotFound(StreamerError):
+    status, ws_code, title = 404, 4404, "Not Found"
+
+
+class Conflict(StreamerError):
+    status, ws_code, title = 409, 1008, "Conflict"
+
+
+class PayloadTooLarge(StreamerError):
+    status, ws_code, title = 413, 1009, "Content Too Large"
+
+
+class CursorAhead(StreamerError):
+    status, ws_code, title = 416, 1008, "Range Not Satisfiable"
+
+
+class Unprocessable(StreamerError):
+    status, ws_code, title = 422, 1008, "Unprocessable Content"
+
+
+class Unavailable(StreamerError):
+    status, ws_code, title = 503, 1011, "Service Unavailable"
+
+
+def job_not_found() -> NotFound:
+    """The one 404 for a job: a missing job and another user's job are identical."""
+    return NotFound("job not found")

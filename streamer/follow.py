@@ -1,0 +1,173 @@
+"""The one replay→live merge that SSE, WebSocket, the text log and the CLI sit on.
+
+The order of operations is the whole point:
+
+1. **Subscribe to the hub first.** From now on every committed event is buffered.
+2. **Replay from storage** in pages from ``from_index`` up to the current end.
+3. **Drain the buffer, skipping indexes already sent.** Anything committed during
+   the replay is in the buffer, anything committed before it was in storage.
+4. **On a gap or an overflow, go back to storage** from the last index sent. The
+   hub only publishes after commit, so storage always has what the buffer missed.
+
+Reading history before subscribing loses what is appended in between; subscribing
+without de-duplicating delivers it twice. Both bugs are the peers' most common ones,
+and both are impossible here by construction (see ``tests/test_follow_boundary.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from .errors import BadRequest, CursorAhead
+from .hub import Hub, Subscription
+from .models import Event, Job
+from .storage.base import Storage
+
+Hook = Callable[[str], Awaitable[None]]
+CURSOR = re.compile(r"[0-9]{1,15}")
+
+
+@dataclass
+class FollowHooks:
+    """Test seams: awaited at the two boundaries where races would live."""
+
+    after_subscribe: Hook | None = None
+    after_replay: Hook | None = None
+
+
+def parse_cursor(name: str, raw: str | None) -> int | None:
+    """A base-10, non-negative integer below 10**15, or a 400 naming the parameter."""
+    if raw is None or raw == "":
+        return None
+    if not CURSOR.fullmatch(raw):
+        raise BadRequest(f"{name} must be a non-negative base-10 integer below 10^15", field=name)
+    return int(raw)
+
+
+def start_index(
+    job: Job, from_index: str | None, tail: str | None, last_event_id: str | None
+) -> int | None:
+    """Where a reader starts; ``None`` means it is already past the ``complete`` event.
+
+    ``Last-Event-ID`` wins over everything and means "after this one"; ``tail=N``
+    starts N events before the end; ``from_index`` is "starting at this one".
+    """
+    resume = parse_cursor("Last-Event-ID", last_event_id)
+    start = parse_cursor("from_index", from_index)
+    back = parse_cursor("tail", tail)
+    if resume is not None:
+        start = resume + 1
+    elif back is not None:
+        if start is not None:
+            raise BadRequest("give from_index or tail, not both", field="tail")
+        start = max(0, job.event_count - back)
+    start = start or 0
+    if start > job.event_count:
+        raise CursorAhead(
+            f"from_index {start} is beyond the job's next index {job.event_count}",
+            field="from_index",
+            next_index=job.event_count,
+        )
+    if job.is_final and start >= job.event_count:
+        return None
+    return start
+
+
+class Follow:
+    """Events of one job from ``from_index`` on, replayed then live, each exactly once.
+
+    Iterate ``batches()``: each item is a non-empty list of consecutive events
+    (coalesced, so a transport can send them in one write), or an empty list after
+    ``keepalive`` seconds of silence. Iteration ends after the ``complete`` event,
+    after the stored events when ``live`` is false, or when ``close()`` is called
+    (``closed`` then says why: disconnect, shutdown, deleted).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        hub: Hub,
+        job_id: str,
+        from_index: int,
+        *,
+        live: bool = True,
+        page_size: int = 1000,
+        keepalive: float | None = None,
+        hooks: FollowHooks | None = None,
+    ) -> None:
+        self.storage = storage
+        self.hub = hub
+        self.job_id = job_id
+        self.next_index = from_index
+        self.live = live
+        self.page_size = page_size
+        self.keepalive = keepalive
+        self.hooks = hooks or FollowHooks()
+        self.complete = False
+        self.sent = 0
+        self.closed: str | None = None
+        self._subscription: Subscription | None = None
+
+    def close(self, reason: str) -> None:
+        """End the iteration soon (from another task): disconnect, shutdown, revocation."""
+        if self.closed is None:
+            self.closed = reason
+        if self._subscription is not None:
+            self._subscription.close(reason)
+
+    def _advance(self, events: list[Event]) -> list[Event]:
+        self.next_index = events[-1].index + 1
+        self.sent += len(events)
+        self.complete = events[-1].is_complete
+        return events
+
+    async def _replay(self) -> AsyncIterator[list[Event]]:
+        """Stored events from ``next_index`` to the current end, page by page."""
+        while not self.complete and self.closed is None:
+            page = await self.storage.read_events(self.job_id, self.next_index, self.page_size)
+            if page:
+                yield self._advance(page)
+            if len(page) < self.page_size:
+                return
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        subscription = None
+        if self.live and self.closed is None:
+            subscription = self._subscription = self.hub.subscribe(self.job_id)
+        try:
+            if subscription is not None and self.hooks.after_subscribe is not None:
+                await self.hooks.after_subscribe(self.job_id)
+            async for page in self._replay():
+                yield page
+            if subscription is None or self.complete:
+                return
+            if self.hooks.after_replay is not None:
+                await self.hooks.after_replay(self.job_id)
+            while not self.complete:
+                if not await subscription.wait(self.keepalive):
+                    yield []
+                    continue
+                if subscription.closed is not None:
+                    self.closed = subscription.closed
+                    return
+                if subscription.lagged:
+                    subscription.clear_lag()
+                    async for page in self._replay():
+                        yield page
+                    continue
+                events = subscription.take()
+                skip = 0
+                while skip < len(events) and events[skip].index < self.next_index:
+                    skip += 1
+                if skip == len(events):
+                    continue
+                if events[skip].index != self.next_index:
+                    async for page in self._replay():  # a gap: storage has the rest
+                        yield page
+                    continue
+                yield self._advance(events[skip:] if skip else events)
+        finally:
+            if subscription is not None:
+                self.hub.unsubscribe(subscription)

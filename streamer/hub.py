@@ -1,0 +1,116 @@
+"""In-process fan-out of committed events: bounded, lag-marking, never blocking.
+
+``publish`` is synchronous and does O(1) work per subscriber: it appends the shared
+``Event`` objects to the subscriber's buffer and wakes it. When a buffer would grow
+past its limit, the subscriber is marked *lagged* and its buffer dropped instead of
+waiting for it: a slow reader can cost itself a trip to storage, never cost the
+other readers their latency, and never make the server hold unbounded memory.
+``follow()`` turns "lagged" back into a complete stream by reading storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from .models import Event
+
+
+class Subscription:
+    """One reader's live buffer for one job."""
+
+    __slots__ = ("job_id", "limit", "lagged", "closed", "_buffer", "_waiter")
+
+    def __init__(self, job_id: str, limit: int) -> None:
+        self.job_id = job_id
+        self.limit = limit
+        self.lagged = False
+        self.closed: str | None = None
+        self._buffer: list[Event] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, events: Sequence[Event]) -> None:
+        if self.closed is not None:
+            return
+        if self.lagged or len(self._buffer) + len(events) > self.limit:
+            self.lagged = True
+            self._buffer.clear()
+        else:
+            self._buffer.extend(events)
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+        self._wake()
+
+    def take(self) -> list[Event]:
+        """Everything buffered so far, in index order; the buffer starts afresh."""
+        events, self._buffer = self._buffer, []
+        return events
+
+    def clear_lag(self) -> None:
+        """Forget the overflow: the caller is about to catch up from storage."""
+        self.lagged = False
+        self._buffer.clear()
+
+    async def wait(self, idle: float | None) -> bool:
+        """Until something is buffered, the buffer overflowed, or it closed; False on timeout."""
+        if self._buffer or self.lagged or self.closed is not None:
+            return True
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(idle):
+                await self._waiter
+        except TimeoutError:
+            return False
+        finally:
+            self._waiter = None
+        return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Hub:
+    def __init__(self, buffer_limit: int) -> None:
+        self.buffer_limit = buffer_limit
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self.published = 0
+        self.lag_events = 0
+
+    def subscribe(self, job_id: str) -> Subscription:
+        subscription = Subscription(job_id, self.buffer_limit)
+        self._subscribers.setdefault(job_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.job_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[subscription.job_id]
+
+    def publish(self, job_id: str, events: Sequence[Event]) -> None:
+        """Hand committed events to every subscriber of the job; never waits."""
+        self.published += len(events)
+        for subscription in self._subscribers.get(job_id, ()):
+            was_lagged = subscription.lagged
+            subscription.push(events)
+            if subscription.lagged and not was_lagged:
+                self.lag_events += 1
+
+    def close_job(self, job_id: str, reason: str) -> None:
+        for subscription in list(self._subscribers.get(job_id, ())):
+            subscription.close(reason)
+
+    def close_all(self, reason: str) -> None:
+        for subscribers in list(self._subscribers.values()):
+            for subscription in list(subscribers):
+                subscription.close(reason)
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())

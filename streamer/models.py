@@ -1,0 +1,252 @@
+"""Jobs, events, users and keys; validation of what clients send.
+
+An ``Event`` is encoded to its JSON line exactly once, when it is appended. Every
+transport frames those same bytes, and the SSE frame is cached on the event, so a
+live event fanned out to a thousand readers is serialised once, not a thousand times.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+from .errors import PayloadTooLarge, Unprocessable
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"running", "cancelled"}),
+    "running": frozenset({"completed", "failed", "cancelled"}),
+}
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
+RUNNER_FIELDS = ("container_id", "runner")
+MAX_NAME = 200
+MAX_METADATA_BYTES = 16 * 1024
+
+
+def utcnow() -> str:
+    """ISO 8601 UTC with microseconds and ``Z``, the one timestamp format of the API."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=False)
+class Event:
+    """One stored event. ``line`` is its JSON encoding, made once at append time."""
+
+    index: int
+    type: str
+    line: bytes
+
+    @cached_property
+    def sse(self) -> bytes:
+        """The whole SSE message; shared by every SSE reader of this event."""
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.index, self.type.encode(), self.line)
+
+    @cached_property
+    def text(self) -> str:
+        """The JSON line as text, for WebSocket text frames; decoded once per event."""
+        return self.line.decode()
+
+    def decode(self) -> dict[str, Any]:
+        value: dict[str, Any] = orjson.loads(self.line)
+        return value
+
+    @property
+    def is_complete(self) -> bool:
+        return self.type == "complete"
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event as a producer sent it, validated, before it has an index."""
+
+    type: str
+    data: str | None
+    success: bool | None
+
+    def encode(self, index: int, timestamp: str) -> Event:
+        line = orjson.dumps(
+            {
+                "index": index,
+                "type": self.type,
+                "data": self.data,
+                "success": self.success,
+                "timestamp": timestamp,
+            }
+        )
+        return Event(index, self.type, line)
+
+
+@dataclass
+class Job:
+    id: str
+    user_id: int
+    name: str | None
+    status: str
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    container_id: str | None = None
+    runner: str | None = None
+    event_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "metadata": self.metadata,
+            "container_id": self.container_id,
+            "runner": self.runner,
+            "event_count": self.event_count,
+            "next_index": self.event_count,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    email: str
+    active: bool
+    created_at: str
+
+
+@dataclass(frozen=True)
+class APIKey:
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    created_at: str
+    last_used_at: str | None
+    active: bool
+
+
+# --- validation of client input -------------------------------------------------------
+
+
+def _object(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Unprocessable(f"{what} must be a JSON object", field=what)
+    return body
+
+
+def _unknown(body: dict[str, Any], allowed: tuple[str, ...], where: str = "") -> None:
+    for key in body:
+        if key not in allowed:
+            raise Unprocessable(f"unknown field {where}{key!r}", field=f"{where}{key}")
+
+
+def _optional_text(body: dict[str, Any], key: str, limit: int, where: str = "") -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Unprocessable(f"{where}{key} must be a string or null", field=f"{where}{key}")
+    if len(value.encode("utf-8", "surrogatepass")) > limit:
+        raise Unprocessable(f"{where}{key} is longer than {limit} bytes", field=f"{where}{key}")
+    return value
+
+
+def parse_new_job(body: Any) -> tuple[str | None, dict[str, Any]]:
+    body = _object(body, "body")
+    _unknown(body, ("name", "metadata"))
+    name = _optional_text(body, "name", MAX_NAME)
+    metadata = body.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise Unprocessable("metadata must be a JSON object", field="metadata")
+    if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
+        raise Unprocessable(f"metadata is larger than {MAX_METADATA_BYTES} bytes", field="metadata")
+    return name, metadata
+
+
+def parse_job_patch(body: Any) -> dict[str, Any]:
+    body = _object(body, "body")
+    _unknown(body, ("status", *RUNNER_FIELDS))
+    changes: dict[str, Any] = {}
+    if "status" in body:
+        status = body["status"]
+        if status not in STATUSES:
+            raise Unprocessable(f"status must be one of {', '.join(STATUSES)}", field="status")
+        changes["status"] = status
+    for key in RUNNER_FIELDS:
+        if key in body:
+            changes[key] = _optional_text(body, key, MAX_NAME)
+    if not changes:
+        raise Unprocessable("nothing to change: give status or a runner field", field="body")
+    return changes
+
+
+def parse_event(raw: Any, max_data_bytes: int, where: str = "") -> NewEvent:
+    item = _object(raw, where.rstrip(".") or "body")
+    _unknown(item, ("type", "data", "success"), where)
+    etype = item.get("type", "log")
+    if not isinstance(etype, str) or not EVENT_TYPE.fullmatch(etype):
+        raise Unprocessable(
+            f"{where}type must match [a-z][a-z0-9_.-]{{0,31}}", field=f"{where}type"
+        )
+    data = item.get("data")
+    if data is not None:
+        if not isinstance(data, str):
+            raise Unprocessable(f"{where}data must be a string or null", field=f"{where}data")
+        if len(data) > max_data_bytes // 4 and len(data.encode()) > max_data_bytes:
+            raise PayloadTooLarge(
+                f"{where}data is larger than the limit of {max_data_bytes} bytes",
+                field=f"{where}data",
+                limit=max_data_bytes,
+            )
+    success = item.get("success")
+    if etype == "complete":
+        if not isinstance(success, bool):
+            raise Unprocessable(
+                f"{where}success must be true or false on a complete event",
+                field=f"{where}success",
+            )
+    elif success is not None:
+        raise Unprocessable(
+            f"{where}success is only allowed on complete events", field=f"{where}success"
+        )
+    return NewEvent(etype, data, success)
+
+
+def parse_events(body: Any, max_data_bytes: int, max_batch: int) -> list[NewEvent]:
+    """A single event object, or ``{"events": [...]}``; ``complete`` only last."""
+    body = _object(body, "body")
+    if "events" not in body:
+        return [parse_event(body, max_data_bytes)]
+    _unknown(body, ("events",))
+    items = body["events"]
+    if not isinstance(items, list) or not items:
+        raise Unprocessable("events must be a non-empty array", field="events")
+    if len(items) > max_batch:
+        raise PayloadTooLarge(
+            f"events holds {len(items)} events; the limit is {max_batch}",
+            field="events",
+            limit=max_batch,
+        )
+    events = [parse_event(item, max_data_bytes, f"events[{i}].") for i, item in enumerate(items)]
+    for i, event in enumerate(events[:-1]):
+        if event.type == "complete":
+            raise Unprocessable(
+                "a complete event must be the last of its batch", field=f"events[{i}].type"
+            )
+    return events

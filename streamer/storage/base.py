@@ -1,0 +1,114 @@
+"""The storage protocol and the guarantees every backend gives.
+
+Storage is the source of truth. The hub is only a fast path in front of it, so every
+guarantee of the API ("no gap, no duplicate, survives kill -9") rests on these
+promises, which the contract suite in ``tests/test_storage_contract.py`` checks on
+every backend:
+
+1. ``append`` returns only after the events are durably committed (as durable as
+   the configured sync mode). Indexes are assigned inside the write transaction:
+   per job they are exactly 0, 1, 2, ... with no gap and no reuse, and a batch gets
+   consecutive indexes. A failed append stores nothing.
+2. Commit order equals index order per job: once ``read_events`` can see index
+   ``n``, it can see every index below ``n``.
+3. ``on_commit`` (the hub's publish) is called after commit, in index order, with
+   exactly the events of that commit; never for a failed append.
+4. After a ``complete`` event nothing more can be appended to that job.
+5. Every read is scoped by ``user_id``: another user's job behaves as missing.
+6. ``watch`` yields events other processes committed (PostgreSQL); a backend that
+   only ever has one process yields nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
+
+from ..models import APIKey, Event, Job, NewEvent, User
+
+OnCommit = Callable[[str, Sequence[Event]], None]
+
+
+class Storage(Protocol):
+    """What the service needs from a database. One instance per process."""
+
+    on_commit: OnCommit | None
+
+    async def open(self) -> None:
+        """Connect and migrate (idempotent: safe on every start)."""
+
+    async def close(self) -> None:
+        """Finish in-flight commits and release connections."""
+
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` when the database cannot answer."""
+
+    # users and keys ------------------------------------------------------------------
+
+    async def create_user(self, name: str, email: str) -> User: ...
+
+    async def count_users(self) -> int: ...
+
+    async def get_user_by_email(self, email: str) -> User | None: ...
+
+    async def create_key(self, user_id: int, name: str, prefix: str, key_hash: str) -> APIKey: ...
+
+    async def list_keys(self, user_id: int) -> list[APIKey]: ...
+
+    async def revoke_key(self, key_id: int) -> bool: ...
+
+    async def key_candidates(self, prefix: str) -> list[tuple[str, User]]:
+        """(key_hash, owner) of every unrevoked key with this prefix whose owner is active.
+
+        The caller compares hashes in constant time; storage only narrows the search.
+        """
+
+    # jobs ----------------------------------------------------------------------------
+
+    async def create_job(self, user_id: int, name: str | None, metadata: dict[str, Any]) -> Job: ...
+
+    async def get_job(self, user_id: int, job_id: str) -> Job:
+        """The job, or ``NotFound`` when it is missing or belongs to someone else."""
+
+    async def list_jobs(
+        self, user_id: int, status: str | None, limit: int, cursor: tuple[str, str] | None
+    ) -> list[Job]:
+        """Newest first; ``cursor`` is the (created_at, id) of the last job already seen."""
+
+    async def update_job(self, user_id: int, job_id: str, changes: dict[str, Any]) -> Job:
+        """Apply a status transition and runner fields atomically.
+
+        A transition to a final status also appends the job's ``complete`` event
+        (success only for ``completed``), in the same transaction. An illegal
+        transition raises ``Conflict``.
+        """
+
+    async def claim_job(self, user_id: int) -> Job | None:
+        """Atomically move the caller's oldest queued job to running and return it."""
+
+    async def delete_job(self, user_id: int, job_id: str) -> None: ...
+
+    # events --------------------------------------------------------------------------
+
+    async def append(
+        self,
+        user_id: int,
+        job_id: str,
+        events: Sequence[NewEvent],
+        expected_index: int | None = None,
+    ) -> list[Event]:
+        """Store events at the job's next indexes; see guarantees 1-4.
+
+        ``expected_index`` makes a retry exactly-once: when it is not the job's next
+        index, nothing is stored and ``Conflict`` carries ``next_index``.
+        """
+
+    async def read_events(self, job_id: str, from_index: int, limit: int) -> list[Event]:
+        """Up to ``limit`` stored events with index >= ``from_index``, in order.
+
+        Not scoped by user: callers have already resolved the job with ``get_job``.
+        """
+
+    def watch(self) -> AsyncIterator[tuple[str, Sequence[Event]]]:
+        """Events committed by other processes, for the hub. See guarantee 6."""
+        ...

@@ -1,0 +1,230 @@
+"""The write operations of the SQLite backend, run inside the writer's transaction.
+
+Each builder returns an ``Op``: a function of the writer connection returning
+``(result, published)``. They run in the writer thread, inside a savepoint of the
+current commit group, so the reads they make (the job's status, its next index)
+see every earlier operation of the same group: that is what keeps indexes
+contiguous when a hundred appends to one job share a commit.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ..errors import Conflict, job_not_found
+from ..models import FINAL_STATUSES, TRANSITIONS, APIKey, Event, Job, NewEvent, User, utcnow
+from .sqlite_writer import Op, Published
+
+USER_COLUMNS = "id, name, email, active, created_at"
+USER_COLUMNS_U = "u.id, u.name, u.email, u.active, u.created_at"
+KEY_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at, revoked_at"
+JOB_COLUMNS = (
+    "id, user_id, name, status, metadata, created_at, updated_at, started_at, finished_at, "
+    "container_id, runner, event_count"
+)
+
+
+def user_from_row(row: Sequence[Any]) -> User:
+    return User(row[0], row[1], row[2], bool(row[3]), row[4])
+
+
+def key_from_row(row: Sequence[Any]) -> APIKey:
+    return APIKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6] is None)
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    return Job(
+        id=row[0],
+        user_id=row[1],
+        name=row[2],
+        status=row[3],
+        metadata=orjson.loads(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+        started_at=row[7],
+        finished_at=row[8],
+        container_id=row[9],
+        runner=row[10],
+        event_count=row[11],
+    )
+
+
+def new_job_id() -> str:
+    """Random and non-enumerable: ids must not reveal how many jobs exist."""
+    return secrets.token_urlsafe(12)
+
+
+def create_user(name: str, email: str) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[User, Published]:
+        now = utcnow()
+        cur = conn.execute(
+            "INSERT INTO users (name, email, active, created_at) VALUES (?, ?, 1, ?)",
+            (name, email, now),
+        )
+        assert cur.lastrowid is not None
+        return User(cur.lastrowid, name, email, True, now), []
+
+    return op
+
+
+def create_key(user_id: int, name: str, prefix: str, key_hash: str) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[APIKey, Published]:
+        now = utcnow()
+        cur = conn.execute(
+            "INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (user_id, name, prefix, key_hash, now),
+        )
+        assert cur.lastrowid is not None
+        return APIKey(cur.lastrowid, user_id, name, prefix, now, None, True), []
+
+    return op
+
+
+def revoke_key(key_id: int) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[bool, Published]:
+        cur = conn.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (utcnow(), key_id),
+        )
+        return cur.rowcount == 1, []
+
+    return op
+
+
+def create_job(user_id: int, name: str | None, metadata: dict[str, Any]) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[Job, Published]:
+        now = utcnow()
+        job = Job(new_job_id(), user_id, name, "queued", metadata, now, now)
+        conn.execute(
+            "INSERT INTO jobs (id, user_id, name, status, metadata, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job.id, user_id, name, job.status, orjson.dumps(metadata).decode(), now, now),
+        )
+        return job, []
+
+    return op
+
+
+def _load_job(conn: sqlite3.Connection, user_id: int, job_id: str) -> Job:
+    row = conn.execute(
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
+    ).fetchone()
+    if row is None:
+        raise job_not_found()
+    return job_from_row(row)
+
+
+def _timestamp(conn: sqlite3.Connection, job_id: str) -> str:
+    """Now, but never before the job's previous event, even if the wall clock stepped back."""
+    now = utcnow()
+    row = conn.execute("SELECT last_timestamp FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return max(now, row[0]) if row and row[0] else now
+
+
+def _insert_events(
+    conn: sqlite3.Connection, job: Job, events: Sequence[NewEvent], now: str
+) -> list[Event]:
+    """Store ``events`` at the job's next indexes and move its status along."""
+    first = job.event_count
+    timestamp = _timestamp(conn, job.id)
+    stored = [event.encode(first + i, timestamp) for i, event in enumerate(events)]
+    conn.executemany(
+        "INSERT INTO events (job_id, idx, type, line) VALUES (?, ?, ?, ?)",
+        [(job.id, e.index, e.type, e.line) for e in stored],
+    )
+    last = events[-1]
+    if last.type == "complete":
+        job.status = "completed" if last.success else "failed"
+        job.finished_at = now
+    elif job.status == "queued":
+        job.status = "running"
+    if job.status == "running" and job.started_at is None:
+        job.started_at = now
+    job.event_count = first + len(stored)
+    job.updated_at = now
+    conn.execute(
+        "UPDATE jobs SET event_count = ?, status = ?, started_at = ?, finished_at = ?, "
+        "updated_at = ?, last_timestamp = ? WHERE id = ?",
+        (job.event_count, job.status, job.started_at, job.finished_at, now, timestamp, job.id),
+    )
+    return stored
+
+
+def append(user_id: int, job_id: str, events: Sequence[NewEvent], expected_index: int | None) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[list[Event], Published]:
+        job = _load_job(conn, user_id, job_id)
+        if job.is_final:
+            raise Conflict(f"job is {job.status}: its log is closed", next_index=job.event_count)
+        if expected_index is not None and expected_index != job.event_count:
+            raise Conflict(
+                f"expected_index is {expected_index} but the next index is {job.event_count}",
+                next_index=job.event_count,
+            )
+        stored = _insert_events(conn, job, events, utcnow())
+        return stored, [(job_id, stored)]
+
+    return op
+
+
+def update_job(user_id: int, job_id: str, changes: dict[str, Any]) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[Job, Published]:
+        job = _load_job(conn, user_id, job_id)
+        now = utcnow()
+        published: Published = []
+        status = changes.get("status")
+        if status is not None and status != job.status:
+            if status not in TRANSITIONS.get(job.status, frozenset()):
+                raise Conflict(f"cannot move a {job.status} job to {status}", status=job.status)
+            if status in FINAL_STATUSES:
+                closing = NewEvent("complete", None, status == "completed")
+                stored = _insert_events(conn, job, [closing], now)
+                published.append((job_id, stored))
+                job.status = status  # cancelled stays cancelled, not "failed"
+            else:
+                job.status = status
+                job.started_at = job.started_at or now
+        elif status is not None and job.is_final:
+            raise Conflict(f"job is already {job.status}", status=job.status)
+        for key in ("container_id", "runner"):
+            if key in changes:
+                setattr(job, key, changes[key])
+        job.updated_at = now
+        conn.execute(
+            "UPDATE jobs SET status = ?, started_at = ?, container_id = ?, runner = ?, "
+            "updated_at = ? WHERE id = ?",
+            (job.status, job.started_at, job.container_id, job.runner, now, job_id),
+        )
+        return job, published
+
+    return op
+
+
+def claim_job(user_id: int) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[Job | None, Published]:
+        row = conn.execute(
+            "SELECT id FROM jobs WHERE user_id = ? AND status = 'queued' "
+            "ORDER BY created_at, id LIMIT 1",
+            (user_id,),
+        ).fetchone()
+        if row is None:
+            return None, []
+        job, published = update_job(user_id, row[0], {"status": "running"})(conn)
+        return job, published
+
+    return op
+
+
+def delete_job(user_id: int, job_id: str) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[None, Published]:
+        cur = conn.execute("DELETE FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id))
+        if cur.rowcount != 1:
+            raise job_not_found()
+        return None, []
+
+    return op
