@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import tokens
 from .context import context, current_user, json_response, read_json
 from .errors import BadRequest, CursorAhead
 from .follow import parse_cursor
@@ -130,6 +131,16 @@ async def list_events(request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
+async def mint_stream_token(request: Request) -> Response:
+    """A short-lived, read-only token for one job's streams, for browsers' URLs."""
+    user = await current_user(request)
+    ctx = context(request)
+    job = await ctx.storage.get_job(user.id, request.path_params["job_id"])
+    secret = await ctx.storage.server_secret(tokens.SECRET_NAME)
+    token, expires_at = tokens.mint(secret, job.id, user.id, ctx.settings.stream_token_seconds)
+    return json_response({"token": token, "expires_at": expires_at}, 201)
+
+
 routes = [
     Route("/jobs", create_job, methods=["POST"]),
     Route("/jobs", list_jobs, methods=["GET"]),
@@ -139,4 +150,5 @@ routes = [
     Route("/jobs/{job_id}", delete_job, methods=["DELETE"]),
     Route("/jobs/{job_id}/events", append_events, methods=["POST"]),
     Route("/jobs/{job_id}/events", list_events, methods=["GET"]),
+    Route("/jobs/{job_id}/stream-tokens", mint_stream_token, methods=["POST"]),
 ]

@@ -92,6 +92,7 @@ class Settings:
     subscriber_buffer: int = 4_096
     send_timeout_seconds: float = 10.0
     shutdown_seconds: float = 10.0
+    stream_token_seconds: float = 300.0
     allowed_origins: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 

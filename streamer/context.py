@@ -16,7 +16,7 @@ import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from .auth import authenticate
+from . import auth, tokens
 from .config import Settings
 from .errors import BadRequest, PayloadTooLarge
 from .follow import Follow, FollowHooks, start_index
@@ -67,7 +67,7 @@ def context(conn: HTTPConnection) -> Context:
 
 
 async def current_user(conn: HTTPConnection) -> User:
-    return await authenticate(context(conn).storage, conn)
+    return await auth.authenticate(context(conn).storage, conn)
 
 
 async def stream_start(
@@ -78,9 +78,13 @@ async def stream_start(
     The shared prelude of every streaming transport; ``None`` as the start means the
     reader is already past the ``complete`` event.
     """
-    user = await current_user(conn)
-    job = await context(conn).storage.get_job(user.id, conn.path_params["job_id"])
-    params = conn.query_params
+    storage, params = context(conn).storage, conn.query_params
+    token = params.get("token")
+    if token is not None and not token.startswith(auth.KEY_PREFIX):
+        user = await tokens.user_for_token(storage, token, conn.path_params["job_id"])
+    else:
+        user = await current_user(conn)
+    job = await storage.get_job(user.id, conn.path_params["job_id"])
     return job, start_index(job, params.get("from_index"), params.get("tail"), last_event_id)
 
 

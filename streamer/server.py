@@ -9,6 +9,8 @@ and both resume from their last index when the server is back.
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 
 import uvicorn
@@ -17,6 +19,20 @@ from starlette.applications import Starlette
 from .app import create_app
 from .config import Settings
 from .follow import FollowHooks
+
+TOKEN_IN_QUERY = re.compile(r"((?:^|[?&])token=)[^&\s\"]*")
+
+
+class RedactTokens(logging.Filter):
+    """Access-log lines print the query string; stream tokens must not reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
 
 
 class StreamerServer(uvicorn.Server):
@@ -46,4 +62,5 @@ def build_server(
         lifespan="on",
         server_header=False,
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     return StreamerServer(config, app)

@@ -51,6 +51,15 @@ class Storage(Protocol):
 
     async def get_user_by_email(self, email: str) -> User | None: ...
 
+    async def get_user(self, user_id: int) -> User | None: ...
+
+    async def server_secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the database, created on first use.
+
+        Every process on the same database gets the same bytes, so a stream token
+        minted by one node is accepted by all of them.
+        """
+
     async def create_key(self, user_id: int, name: str, prefix: str, key_hash: str) -> APIKey: ...
 
     async def list_keys(self, user_id: int) -> list[APIKey]: ...

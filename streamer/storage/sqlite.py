@@ -70,6 +70,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, idx)
     ) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -166,6 +173,19 @@ class SQLiteStorage:
             f"SELECT {ops.USER_COLUMNS} FROM users WHERE email = ?", (email,)
         )
         return ops.user_from_row(rows[0]) if rows else None
+
+    async def get_user(self, user_id: int) -> User | None:
+        rows = await self._fetchall(
+            f"SELECT {ops.USER_COLUMNS} FROM users WHERE id = ?", (user_id,)
+        )
+        return ops.user_from_row(rows[0]) if rows else None
+
+    async def server_secret(self, name: str) -> bytes:
+        rows = await self._fetchall("SELECT value FROM secrets WHERE name = ?", (name,))
+        if rows:
+            return bytes(rows[0][0])
+        secret: bytes = await self._writer.submit(ops.create_secret(name))
+        return secret
 
     async def create_key(self, user_id: int, name: str, prefix: str, key_hash: str) -> APIKey:
         key: APIKey = await self._writer.submit(ops.create_key(user_id, name, prefix, key_hash))

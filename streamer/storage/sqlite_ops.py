@@ -86,6 +86,20 @@ def create_key(user_id: int, name: str, prefix: str, key_hash: str) -> Op:
     return op
 
 
+def create_secret(name: str) -> Op:
+    """Insert a fresh secret unless one exists (another process may have raced us)."""
+
+    def op(conn: sqlite3.Connection) -> tuple[bytes, Published]:
+        conn.execute(
+            "INSERT OR IGNORE INTO secrets (name, value, created_at) VALUES (?, ?, ?)",
+            (name, secrets.token_bytes(32), utcnow()),
+        )
+        row = conn.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        return bytes(row[0]), []
+
+    return op
+
+
 def revoke_key(key_id: int) -> Op:
     def op(conn: sqlite3.Connection) -> tuple[bool, Published]:
         cur = conn.execute(

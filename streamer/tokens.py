@@ -1,0 +1,73 @@
+"""Stream tokens: what a browser puts in a URL instead of an API key.
+
+``EventSource`` and ``WebSocket`` cannot send headers, and an API key in a URL ends
+up in access logs and browser history. A stream token is ``sst_`` + a payload
+(job id, user id, expiry) + an HMAC-SHA256 over it with a secret kept in the
+database (so every node accepts every node's tokens). It opens only the streams of
+one job, only for reading, and only until it expires; a stream opened in time may
+outlive it. It is never stored, and never logged (the access log redacts it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from datetime import UTC, datetime
+
+import orjson
+
+from .errors import Unauthorized
+from .models import User
+from .storage.base import Storage
+
+TOKEN_PREFIX = "sst_"  # noqa: S105 - a prefix, not a secret
+SECRET_NAME = "stream-token"  # noqa: S105 - the secret's name
+DEFAULT_TTL = 300.0
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def mint(secret: bytes, job_id: str, user_id: int, ttl: float = DEFAULT_TTL) -> tuple[str, str]:
+    """A token for one job and its expiry as an API timestamp."""
+    expires = time.time() + ttl
+    payload = _b64(orjson.dumps({"j": job_id, "u": user_id, "e": round(expires, 3)}))
+    signature = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
+    expires_at = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{TOKEN_PREFIX}{payload}.{signature}", expires_at
+
+
+def check(secret: bytes, token: str, job_id: str) -> int:
+    """The user id the token was minted for; ``Unauthorized`` for anything else."""
+    if not token.startswith(TOKEN_PREFIX):
+        raise Unauthorized("not a stream token")
+    payload, _, signature = token[len(TOKEN_PREFIX) :].partition(".")
+    expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(expected, signature):
+        raise Unauthorized("invalid stream token")
+    try:
+        claims = orjson.loads(_unb64(payload))
+        token_job, user_id, expires = claims["j"], int(claims["u"]), float(claims["e"])
+    except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise Unauthorized("invalid stream token") from exc
+    if expires < time.time():
+        raise Unauthorized("stream token expired; mint a new one")
+    if token_job != job_id:
+        raise Unauthorized("stream token is for another job")
+    return user_id
+
+
+async def user_for_token(storage: Storage, token: str, job_id: str) -> User:
+    user_id = check(await storage.server_secret(SECRET_NAME), token, job_id)
+    user = await storage.get_user(user_id)
+    if user is None or not user.active:
+        raise Unauthorized("stream token's user is inactive")
+    return user
