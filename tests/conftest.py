@@ -40,10 +40,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def free_socket() -> socket.socket:
+def free_socket(port: int = 0) -> socket.socket:
+    """A loopback socket on ``port`` (0: any free one), reusable right after a restart."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -74,7 +75,8 @@ class LiveServer:
         return ctx
 
     async def start(self) -> None:
-        sock = free_socket()
+        """Start on a free port, or on the same port again after ``stop()``."""
+        sock = free_socket(self.port)
         self.port = sock.getsockname()[1]
         self.settings = self.settings.replace(port=self.port)
         self.server = build_server(self.settings, hooks=self.hooks, log_level="warning")
@@ -92,6 +94,7 @@ class LiveServer:
             self.server = self.task = None
 
     async def restart(self) -> None:
+        """Stop and start on the same port and database: clients reconnect to one URL."""
         await self.stop()
         await self.start()
 

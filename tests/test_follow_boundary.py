@@ -1,0 +1,145 @@
+"""The replay→live boundary: every reader gets k, k+1, ... exactly once, whenever it joins."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from streamer.config import Settings
+from streamer.follow import FollowHooks
+
+from .clients import ws_collect
+from .conftest import LiveServer
+
+TOTAL = 1500
+
+
+async def produce(live_server: LiveServer, job: str, total: int, batch: int = 7) -> None:
+    """Append ``total`` numbered log events in small batches, then complete the job."""
+    client = live_server.client()
+    sent = 0
+    while sent < total:
+        n = min(batch, total - sent)
+        events = [{"data": f"line {sent + i}\n"} for i in range(n)]
+        r = await client.post(f"/api/v1/jobs/{job}/events", json={"events": events})
+        assert r.status_code == 201, r.text
+        sent += n
+        await asyncio.sleep(0)
+    r = await client.post(f"/api/v1/jobs/{job}/events", json={"type": "complete", "success": True})
+    assert r.status_code == 201
+
+
+def assert_exact(indexes: list[int], start: int, end: int) -> None:
+    assert indexes == list(range(start, end)), (
+        f"expected {start}..{end - 1}, got {len(indexes)} events "
+        f"(first {indexes[:3]}, last {indexes[-3:]})"
+    )
+
+
+async def sse_reader(live_server: LiveServer, job: str, start: int) -> list[int]:
+    messages = await live_server.sse(job, from_index=start).collect()
+    for m in messages:
+        assert m.id == str(m.json()["index"]) and m.event == m.json()["type"]
+    return [m.json()["index"] for m in messages]
+
+
+async def ws_reader(live_server: LiveServer, job: str, start: int) -> list[int]:
+    async with live_server.ws(job, from_index=start) as ws:
+        events = await ws_collect(ws)
+        assert ws.close_code == 1000
+    return [e["index"] for e in events]
+
+
+async def test_readers_joining_at_random_points_each_get_exactly_their_suffix(
+    live_server: LiveServer,
+) -> None:
+    """100 readers (half SSE, half WebSocket) join at random from_index values mid-append."""
+    rng = random.Random(20261122)
+    job = await live_server.create_job(name="boundary")
+    producer = asyncio.create_task(produce(live_server, job, TOTAL))
+    readers: list[tuple[int, asyncio.Task[list[int]]]] = []
+    client = live_server.client()
+    for i in range(100):
+        head = (await client.get(f"/api/v1/jobs/{job}")).json()["event_count"]
+        start = rng.randint(0, head)  # anywhere from the start to "tail from now"
+        read = sse_reader if i % 2 == 0 else ws_reader
+        readers.append((start, asyncio.create_task(read(live_server, job, start))))
+        await asyncio.sleep(rng.random() * 0.01)
+    await asyncio.wait_for(producer, 60)
+    for start, task in readers:
+        assert_exact(await asyncio.wait_for(task, 60), start, TOTAL + 1)
+
+
+@pytest.mark.parametrize("boundary", ["after_subscribe", "after_replay"])
+async def test_appends_during_a_paused_boundary_are_delivered_once(
+    settings: Settings, boundary: str
+) -> None:
+    """Pause a reader exactly at the boundary while events are appended: no gap, no dup."""
+    paused, release = asyncio.Event(), asyncio.Event()
+
+    async def pause(job_id: str) -> None:
+        paused.set()
+        await release.wait()
+
+    hooks = FollowHooks(**{boundary: pause})
+    server = LiveServer(settings, hooks)
+    await server.start()
+    try:
+        server.key = await server.new_user("owner")
+        client = server.client()
+        job = await server.create_job(client)
+        for i in range(5):
+            await client.post(f"/api/v1/jobs/{job}/events", json={"data": f"before {i}\n"})
+        reader = asyncio.create_task(sse_reader(server, job, 2))
+        await asyncio.wait_for(paused.wait(), 10)
+        # The reader is between subscribe and replay (or replay and live) right now.
+        for i in range(5):
+            await client.post(f"/api/v1/jobs/{job}/events", json={"data": f"during {i}\n"})
+        release.set()
+        for i in range(3):
+            await client.post(f"/api/v1/jobs/{job}/events", json={"data": f"after {i}\n"})
+        await client.post(f"/api/v1/jobs/{job}/events", json={"type": "complete", "success": True})
+        assert_exact(await asyncio.wait_for(reader, 20), 2, 14)
+    finally:
+        for c in server.clients:
+            await c.aclose()
+        await server.stop()
+
+
+async def test_a_reader_whose_buffer_overflows_catches_up_from_storage(
+    settings: Settings,
+) -> None:
+    """A tiny live buffer forces the lagged path: the reader still gets every event once."""
+    server = LiveServer(settings.replace(subscriber_buffer=4), FollowHooks())
+    await server.start()
+    try:
+        server.key = await server.new_user("owner")
+        job = await server.create_job()
+        readers = [asyncio.create_task(sse_reader(server, job, 0)) for _ in range(3)]
+        readers += [asyncio.create_task(ws_reader(server, job, 0)) for _ in range(3)]
+        await produce(server, job, 600, batch=25)  # every batch overflows a 4-event buffer
+        for task in readers:
+            assert_exact(await asyncio.wait_for(task, 30), 0, 601)
+        assert server.ctx.hub.lag_events > 0, "the overflow path was not exercised"
+    finally:
+        for c in server.clients:
+            await c.aclose()
+        await server.stop()
+
+
+async def test_text_log_follow_prints_every_line_once(live_server: LiveServer) -> None:
+    """The plain-text transport sits on the same follow(): joined mid-append, exact output."""
+    job = await live_server.create_job()
+    producer = asyncio.create_task(produce(live_server, job, 500))
+    chunks: list[Any] = []
+    async with live_server.client().stream(
+        "GET", f"/api/v1/jobs/{job}/log", params={"follow": "true"}
+    ) as response:
+        assert response.headers["content-type"].startswith("text/plain")
+        async for chunk in response.aiter_text():
+            chunks.append(chunk)
+    await producer
+    assert "".join(chunks) == "".join(f"line {i}\n" for i in range(500))
