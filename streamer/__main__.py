@@ -1,0 +1,5 @@
+"""``python -m streamer`` is the ``streamer`` command."""
+
+from .cli import run
+
+run()
