@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from . import api, sse, textlog, ws
+from . import api, metrics, sse, textlog, ws
 from .config import Settings
 from .context import Context, context, json_response
 from .errors import StreamerError, Unavailable
@@ -77,6 +77,7 @@ def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlett
         await storage.open()
         ctx = Context(settings, storage, hub, hooks or FollowHooks())
         app.state.ctx = ctx
+        app.state.metrics = metrics.registry_for(ctx)
 
         async def feed_hub() -> None:
             async for job_id, events in storage.watch():
@@ -95,6 +96,7 @@ def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlett
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics.metrics),
         Mount(
             "/api/v1",
             routes=[

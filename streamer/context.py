@@ -8,6 +8,7 @@ globals, so every test can build a fresh app next to another one.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +33,9 @@ class Context:
     hub: Hub
     hooks: FollowHooks = field(default_factory=FollowHooks)
     open_streams: set[Follow] = field(default_factory=set)
+    finished: Counter[str] = field(default_factory=Counter)  # "<transport>:streams|events"
 
-    def follow(self, job: Job, start: int, *, live: bool = True) -> Follow:
+    def follow(self, job: Job, start: int, transport: str, *, live: bool = True) -> Follow:
         """A ``Follow`` configured by the settings, registered so shutdown can end it."""
         return Follow(
             self.storage,
@@ -44,6 +46,7 @@ class Context:
             page_size=self.settings.max_page_events,
             keepalive=self.settings.keepalive_seconds,
             hooks=self.hooks,
+            transport=transport,
         )
 
     @contextlib.contextmanager
@@ -55,6 +58,9 @@ class Context:
         finally:
             self.open_streams.discard(stream)
             stream.close("done")
+            self.finished[f"{stream.transport}:streams"] += 1
+            self.finished[f"{stream.transport}:events"] += stream.sent
+            self.finished["replayed"] += stream.replayed
 
     def close_streams(self, reason: str) -> None:
         for stream in list(self.open_streams):

@@ -96,6 +96,7 @@ class Follow:
         page_size: int = 1000,
         keepalive: float | None = None,
         hooks: FollowHooks | None = None,
+        transport: str = "internal",
     ) -> None:
         self.storage = storage
         self.hub = hub
@@ -105,6 +106,8 @@ class Follow:
         self.page_size = page_size
         self.keepalive = keepalive
         self.hooks = hooks or FollowHooks()
+        self.transport = transport
+        self.replayed = 0  # events read from storage (replay and catch-up)
         self.complete = False
         self.sent = 0
         self.closed: str | None = None
@@ -128,6 +131,7 @@ class Follow:
         while not self.complete and self.closed is None:
             page = await self.storage.read_events(self.job_id, self.next_index, self.page_size)
             if page:
+                self.replayed += len(page)
                 yield self._advance(page)
             if len(page) < self.page_size:
                 return

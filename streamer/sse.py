@@ -72,4 +72,4 @@ async def events_stream(request: Request) -> Response:
     if start is None:
         return Response(status_code=204)
     ctx = context(request)
-    return SSEResponse(ctx, ctx.follow(job, start))
+    return SSEResponse(ctx, ctx.follow(job, start, "sse"))

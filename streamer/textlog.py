@@ -38,7 +38,7 @@ async def job_log(request: Request) -> Response:
     if start is None:
         return Response(b"", media_type="text/plain; charset=utf-8", headers=headers)
     ctx = context(request)
-    follow = ctx.follow(job, start, live=raw in TRUE)
+    follow = ctx.follow(job, start, "text", live=raw in TRUE)
 
     async def body() -> AsyncIterator[bytes]:
         with ctx.registered(follow):

@@ -45,7 +45,7 @@ async def events_ws(websocket: WebSocket) -> None:
     if start is None:
         await websocket.close(1000, reason="job complete")
         return
-    follow = ctx.follow(job, start)
+    follow = ctx.follow(job, start, "ws")
 
     async def watch_disconnect() -> None:
         # Clients have nothing to say; reading keeps close frames and pings flowing.

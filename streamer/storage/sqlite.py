@@ -146,6 +146,11 @@ class SQLiteStorage:
             await reader.close()
         self._readers.clear()
 
+    def writer_stats(self) -> tuple[int, int, int]:
+        """(commit groups, operations committed in them, failed groups), for /metrics."""
+        w = self._writer
+        return w.groups, w.grouped_ops, w.failed_groups
+
     def _reader(self) -> aiosqlite.Connection:
         return self._readers[next(self._next_reader)]
 

@@ -53,6 +53,7 @@ class Writer:
         self.on_commit: OnCommit | None = None
         self.groups = 0
         self.grouped_ops = 0
+        self.failed_groups = 0
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -92,6 +93,7 @@ class Writer:
                 outcomes = await loop.run_in_executor(self._executor, self._commit, group)
             except sqlite3.Error as exc:
                 log.error("commit of %d operations failed: %s", len(group), exc)
+                self.failed_groups += 1
                 error = _storage_error(exc)
                 for pending in group:
                     if not pending.future.done():
