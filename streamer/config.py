@@ -68,6 +68,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("shutdown_seconds", 10.0, "grace period for open streams on SIGTERM / Ctrl-C"),
     Setting(
+        "stream_token_seconds",
+        300.0,
+        "how long a browser stream token may be used to connect (an open stream outlives it)",
+    ),
+    Setting(
         "allowed_origins",
         "",
         "comma-separated browser origins allowed to open WebSockets "

@@ -1,0 +1,55 @@
+"""The hub never waits on a reader: bounded buffers, lag marking, closing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streamer.hub import Hub
+from streamer.models import NewEvent
+
+
+def events(start: int, n: int) -> list:  # type: ignore[type-arg]
+    return [NewEvent("log", str(i), None).encode(i, "t") for i in range(start, start + n)]
+
+
+async def test_publish_buffers_in_order_and_wakes_the_reader() -> None:
+    hub = Hub(buffer_limit=10)
+    sub = hub.subscribe("job")
+    waiter = asyncio.create_task(sub.wait(None))
+    await asyncio.sleep(0)
+    hub.publish("job", events(0, 3))
+    assert await asyncio.wait_for(waiter, 1) is True
+    assert [e.index for e in sub.take()] == [0, 1, 2]
+    assert sub.take() == []
+
+
+async def test_overflow_marks_lagged_and_drops_the_buffer_instead_of_growing() -> None:
+    hub = Hub(buffer_limit=5)
+    slow, other = hub.subscribe("job"), hub.subscribe("job")
+    hub.publish("job", events(0, 4))
+    other.take()
+    hub.publish("job", events(4, 4))  # slow now holds 8 > 5
+    assert slow.lagged and slow.take() == []
+    assert not other.lagged and [e.index for e in other.take()] == [4, 5, 6, 7]
+    assert hub.lag_events == 1
+    slow.clear_lag()
+    hub.publish("job", events(8, 1))
+    assert [e.index for e in slow.take()] == [8]
+
+
+async def test_wait_times_out_and_close_wakes_with_a_reason() -> None:
+    hub = Hub(buffer_limit=5)
+    sub = hub.subscribe("job")
+    assert await sub.wait(0.01) is False
+    waiter = asyncio.create_task(sub.wait(None))
+    await asyncio.sleep(0)
+    hub.close_job("job", "deleted")
+    assert await asyncio.wait_for(waiter, 1) is True and sub.closed == "deleted"
+    hub.unsubscribe(sub)
+    assert hub.subscriber_count == 0
+
+
+def test_events_are_encoded_once_and_share_their_sse_frame() -> None:
+    event = events(7, 1)[0]
+    assert event.sse is event.sse
+    assert event.sse.startswith(b"id: 7\nevent: log\ndata: {")
