@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import auth
+from .client import Client, ClientError, load_client_settings, stderr_notice
 from .config import SETTINGS, Settings, load_settings
 from .errors import StreamerError
+from .models import STATUSES
 from .storage import Storage, open_storage
+from .terminal import LogPrinter, sanitize, use_color
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -66,7 +70,63 @@ def build_parser() -> argparse.ArgumentParser:
     krevoke = keys.add_parser("revoke", help="revoke an API key by id")
     krevoke.add_argument("key_id", type=int)
     krevoke.add_argument("--db")
+    _client_parsers(sub)
     return parser
+
+
+def _count(raw: str) -> int:
+    if not raw.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+def _client_parsers(sub: Any) -> None:
+    """``follow``, ``run`` and ``jobs``: they talk HTTP to a server, sharing these options."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="server URL (STREAMER_URL; default http://127.0.0.1:8000)")
+    common.add_argument("--api-key", help="API key (STREAMER_API_KEY)")
+    common.add_argument(
+        "--retry-for",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="keep retrying through an outage this long before giving up (default: 300)",
+    )
+    follow = sub.add_parser(
+        "follow",
+        parents=[common],
+        help="print a job's log live; exit 0 if it succeeded, 1 if it failed",
+        description="Print a job's log as it is written, reconnecting and resuming by itself.",
+    )
+    follow.add_argument("job_id")
+    start = follow.add_mutually_exclusive_group()
+    start.add_argument("--from-index", type=_count, metavar="N", help="start at event N")
+    start.add_argument("--tail", type=_count, metavar="N", help="start N events before the end")
+    follow.add_argument("--json", action="store_true", help="one event JSON per line")
+    follow.add_argument("--timestamps", action="store_true", help="prefix lines with event time")
+    follow.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a command, streaming its output into a new job",
+        usage="streamer run [--name N] [--quiet] -- CMD [ARGS...]",
+    )
+    run.add_argument("--name", help="job name (default: the command line)")
+    run.add_argument("--quiet", "-q", action="store_true", help="do not echo CMD's output here")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="the command and its arguments")
+
+    jobs = sub.add_parser("jobs", help="the caller's jobs").add_subparsers(
+        dest="action", required=True
+    )
+    jlist = jobs.add_parser("list", parents=[common], help="newest first")
+    jlist.add_argument("--status", choices=STATUSES)
+    jlist.add_argument("--limit", type=_count, default=20, help="at most this many (default 20)")
+    jlist.add_argument("--json", action="store_true")
+    for action, text in (("show", "one job"), ("cancel", "cancel a queued or running job")):
+        parser = jobs.add_parser(action, parents=[common], help=text)
+        parser.add_argument("job_id")
+        parser.add_argument("--json", action="store_true")
 
 
 async def _with_storage(settings: Settings, action: Callable[[Storage], Awaitable[int]]) -> int:
@@ -162,23 +222,99 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
-    """A readable table for people, or a JSON array for scripts."""
+    """A readable table for people, or a JSON array for scripts.
+
+    Cells are sanitized: a job name is remote text, and must not drive the terminal.
+    """
     if as_json:
         import orjson
 
         print(orjson.dumps(rows).decode())
         return
     cells = [[str(c).upper() for c in columns]]
-    cells += [["-" if row.get(c) is None else str(row[c]) for c in columns] for row in rows]
+    cells += [
+        ["-" if row.get(c) is None else sanitize(str(row[c]), color=False) for c in columns]
+        for row in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for r in cells:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _client(args: argparse.Namespace) -> Client:
+    settings = load_client_settings(args.url, args.api_key)
+    return Client(settings, retry_for=args.retry_for, notice=stderr_notice)
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    async def follow() -> int:
+        out = sys.stdout
+        printer = LogPrinter(
+            out,
+            color=use_color(args.color, out),
+            timestamps=args.timestamps,
+            as_json=args.json,
+        )
+        success: bool | None = None
+        async with _client(args) as client:
+            try:
+                async for batch in client.follow(
+                    args.job_id, from_index=args.from_index, tail=args.tail
+                ):
+                    printer.write(batch)
+                    if batch[-1].type == "complete":
+                        success = bool(batch[-1].success)
+            finally:
+                printer.close()
+            if success is None:  # 204: already past the end; the job's status says how
+                success = (await client.get_job(args.job_id))["status"] == "completed"
+        return EXIT_OK if success else EXIT_FAILED
+
+    return asyncio.run(follow())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import Runner
+
+    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not argv:
+        print("streamer run: give a command after --, e.g. streamer run -- make", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run() -> int:
+        async with _client(args) as client:
+            runner = Runner(client, argv, name=args.name, quiet=args.quiet, notice=stderr_notice)
+            return await runner.run()
+
+    return asyncio.run(run())
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from .jobs_view import jobs_command
+
+    async def run() -> int:
+        async with _client(args) as client:
+            return await jobs_command(client, args, print_rows)
+
+    return asyncio.run(run())
+
+
+def exit_status(error: ClientError) -> int:
+    """Bad input is a usage error, a conflict a failure; the rest means "cannot reach"."""
+    if error.status in (400, 416, 422) or error.usage:
+        return EXIT_USAGE
+    if error.status == 409:
+        return EXIT_FAILED
+    return EXIT_UNREACHABLE
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "users": cmd_users,
     "keys": cmd_keys,
+    "follow": cmd_follow,
+    "run": cmd_run,
+    "jobs": cmd_jobs,
 }
 
 
@@ -193,8 +329,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamerError as exc:
         print(f"streamer: {exc.detail}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except ClientError as exc:
+        print(f"streamer: {exc.message}", file=sys.stderr)
+        return exit_status(exc)
+    except BrokenPipeError:
+        return _reader_left()
     except KeyboardInterrupt:
         return 130
+
+
+def _reader_left() -> int:
+    """``streamer follow J | head``: the reader left. Exit like a tool killed by SIGPIPE.
+
+    stdout is pointed at /dev/null first, or the interpreter's final flush fails again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # not a real file descriptor (tests): nothing will flush to it
+    return 128 + 13
 
 
 def run() -> None:
