@@ -12,7 +12,10 @@ every backend:
 2. Commit order equals index order per job: once ``read_events`` can see index
    ``n``, it can see every index below ``n``.
 3. ``on_commit`` (the hub's publish) is called after commit, in index order, with
-   exactly the events of that commit; never for a failed append.
+   exactly the events of that commit; never for a failed append. In a cluster
+   (PostgreSQL), per job, this process's hub receives one increasing, gap-free run:
+   ``on_commit`` may include other processes' events that sit between its own, and
+   never repeats one ``watch()`` already yielded.
 4. After a ``complete`` event nothing more can be appended to that job.
 5. Every read is scoped by ``user_id``: another user's job behaves as missing.
 6. ``watch`` yields events other processes committed (PostgreSQL); a backend that

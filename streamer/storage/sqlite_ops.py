@@ -194,7 +194,7 @@ def update_job(user_id: int, job_id: str, changes: dict[str, Any]) -> Op:
         status = changes.get("status")
         if status is not None and status != job.status:
             if status not in TRANSITIONS.get(job.status, frozenset()):
-                raise Conflict(f"cannot move a {job.status} job to {status}", status=job.status)
+                raise Conflict(f"cannot move a {job.status} job to {status}", job_status=job.status)
             if status in FINAL_STATUSES:
                 closing = NewEvent("complete", None, status == "completed")
                 stored = _insert_events(conn, job, [closing], now)
@@ -204,7 +204,7 @@ def update_job(user_id: int, job_id: str, changes: dict[str, Any]) -> Op:
                 job.status = status
                 job.started_at = job.started_at or now
         elif status is not None and job.is_final:
-            raise Conflict(f"job is already {job.status}", status=job.status)
+            raise Conflict(f"job is already {job.status}", job_status=job.status)
         for key in ("container_id", "runner"):
             if key in changes:
                 setattr(job, key, changes[key])
