@@ -126,6 +126,25 @@ class Follow:
         self.complete = events[-1].is_complete
         return events
 
+    def _contiguous(self, events: list[Event]) -> tuple[list[Event], bool]:
+        """The buffered events that continue exactly at ``next_index``, and whether a gap
+        cut the run short.
+
+        Skips what was already sent anywhere in the buffer, not only at its start: with
+        several sources feeding the hub (this process's commits and other nodes'),
+        a buffer may hold ``[35, 36, 34, 35, 36, 37]``.
+        """
+        expected = self.next_index
+        run: list[Event] = []
+        for event in events:
+            if event.index < expected:
+                continue
+            if event.index > expected:
+                return run, True
+            run.append(event)
+            expected += 1
+        return run, False
+
     async def _replay(self) -> AsyncIterator[list[Event]]:
         """Stored events from ``next_index`` to the current end, page by page."""
         while not self.complete and self.closed is None:
@@ -161,17 +180,12 @@ class Follow:
                     async for page in self._replay():
                         yield page
                     continue
-                events = subscription.take()
-                skip = 0
-                while skip < len(events) and events[skip].index < self.next_index:
-                    skip += 1
-                if skip == len(events):
-                    continue
-                if events[skip].index != self.next_index:
-                    async for page in self._replay():  # a gap: storage has the rest
+                run, gap = self._contiguous(subscription.take())
+                if run:
+                    yield self._advance(run)
+                if gap and not self.complete:
+                    async for page in self._replay():  # storage has what is missing
                         yield page
-                    continue
-                yield self._advance(events[skip:] if skip else events)
         finally:
             if subscription is not None:
                 self.hub.unsubscribe(subscription)

@@ -53,3 +53,36 @@ def test_events_are_encoded_once_and_share_their_sse_frame() -> None:
     event = events(7, 1)[0]
     assert event.sse is event.sse
     assert event.sse.startswith(b"id: 7\nevent: log\ndata: {")
+
+
+async def test_follow_skips_repeats_inside_a_buffer_and_refills_gaps_from_storage(
+    tmp_path: object,
+) -> None:
+    """Several sources can feed one hub (own commits, other nodes): a buffer may repeat
+    or skip indexes anywhere, and follow() must still deliver each index once."""
+    from pathlib import Path
+
+    from streamer.follow import Follow
+    from streamer.storage.sqlite import SQLiteStorage
+
+    storage = SQLiteStorage(str(Path(str(tmp_path)) / "f.db"))
+    hub = Hub(buffer_limit=100)
+    await storage.open()
+    try:
+        user = await storage.create_user("u", "u@x")
+        job = await storage.create_job(user.id, None, {})
+        stored = await storage.append(
+            user.id, job.id, [NewEvent("log", str(i), None) for i in range(8)]
+        )
+        follow = Follow(storage, hub, job.id, 0)
+        batches = follow.batches()
+        assert [e.index for e in await anext(batches)] == list(range(8))  # replay
+        more = await storage.append(
+            user.id, job.id, [NewEvent("log", "x", None)] * 3 + [NewEvent("complete", None, True)]
+        )
+        # A messy buffer: repeats (5, 6), then 8, 9, a repeat of 8, then a gap to 11.
+        hub.publish(job.id, [stored[5], stored[6], more[0], more[1], more[0], more[3]])
+        got = [e.index async for batch in batches for e in batch]
+        assert got == [8, 9, 10, 11]
+    finally:
+        await storage.close()
