@@ -20,7 +20,7 @@ from .client import Client, ClientError, load_client_settings, stderr_notice
 from .config import SETTINGS, Settings, load_settings
 from .errors import StreamerError
 from .models import STATUSES
-from .storage import Storage, open_storage
+from .storage import Storage, open_storage, redact_url
 from .terminal import LogPrinter, sanitize, use_color
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -41,6 +41,12 @@ def _serve_parser(sub: Any) -> None:
                 setting.flag, dest=setting.name, type=setting.kind, help=setting.help
             )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (PostgreSQL only: each worker is a node of the cluster)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,10 +161,21 @@ async def ensure_first_user(settings: Settings) -> str | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import build_server
+    from .workers import is_postgres, serve_workers
 
     settings = load_settings(**{s.name: getattr(args, s.name, None) for s in SETTINGS})
+    if args.workers < 1:
+        print("streamer: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workers > 1 and not is_postgres(settings.db_url):
+        print(
+            "streamer: --workers > 1 needs PostgreSQL (STREAMER_DB=postgresql://...): with "
+            "SQLite one process owns the database and live events do not cross processes",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     key = asyncio.run(ensure_first_user(settings))
-    print(f"streamer: database {settings.db_url}", file=sys.stderr)
+    print(f"streamer: database {redact_url(settings.db_url)}", file=sys.stderr)
     if key is not None:
         print(
             "streamer: created user admin@localhost; its API key (shown once):\n"
@@ -167,6 +184,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"streamer: dashboard at http://{settings.host}:{settings.port}/", file=sys.stderr)
+    if args.workers > 1:
+        return serve_workers(settings, args.workers, args.log_level)
     build_server(settings, log_level=args.log_level).run()
     return EXIT_OK
 

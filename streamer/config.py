@@ -51,6 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
         "(also survives power loss, one fsync per commit group)",
         "--sync",
     ),
+    Setting("pg_pool_size", 10, "PostgreSQL connections per process (plus one for LISTEN)"),
     Setting("max_body_bytes", 1 << 20, "largest request body accepted (413 above)"),
     Setting("max_event_bytes", 1 << 20, "largest `data` of one event, UTF-8 bytes (413 above)"),
     Setting("max_batch_events", 10_000, "most events in one batch append (413 above)"),
@@ -89,6 +90,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     sync: str = "normal"
+    pg_pool_size: int = 10
     max_body_bytes: int = 1 << 20
     max_event_bytes: int = 1 << 20
     max_batch_events: int = 10_000
