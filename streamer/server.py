@@ -59,6 +59,10 @@ def build_server(
         timeout_graceful_shutdown=int(settings.shutdown_seconds),
         ws_per_message_deflate=False,  # 100+ KiB per connection, and no shared frames
         ws_max_size=64 * 1024,  # readers send nothing worth more
+        # Pings keep idle WebSockets alive through proxies' read timeouts (like SSE's
+        # keepalive comments) and find half-open connections.
+        ws_ping_interval=settings.keepalive_seconds,
+        ws_ping_timeout=max(20.0, settings.keepalive_seconds),
         lifespan="on",
         server_header=False,
     )
