@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from . import api, metrics, sse, textlog, ws
+from . import api, metrics, retention, sse, textlog, ws
 from .config import Settings
 from .context import Context, context, json_response
 from .errors import StreamerError, Unavailable
@@ -83,14 +83,18 @@ def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlett
             async for job_id, events in storage.watch():
                 hub.publish(job_id, events)
 
-        watcher = asyncio.create_task(feed_hub(), name="streamer-watch")
+        tasks = [asyncio.create_task(feed_hub(), name="streamer-watch")]
+        if settings.retention:
+            age = retention.parse_duration(settings.retention)
+            tasks.append(asyncio.create_task(retention.run_periodically(storage, age)))
         try:
             yield
         finally:
             ctx.close_streams("shutdown")
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await storage.close()
 
     routes = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -76,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     krevoke = keys.add_parser("revoke", help="revoke an API key by id")
     krevoke.add_argument("key_id", type=int)
     krevoke.add_argument("--db")
+
+    gc = sub.add_parser("gc", help="delete finished jobs older than a duration, with their events")
+    gc.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, 90m")
+    gc.add_argument("--db")
+    backup = sub.add_parser(
+        "backup", help="a consistent online copy of the SQLite database (appends may go on)"
+    )
+    backup.add_argument("path", help="the copy to write; must not exist")
+    backup.add_argument("--db")
     _client_parsers(sub)
     return parser
 
@@ -327,6 +337,39 @@ def exit_status(error: ClientError) -> int:
     return EXIT_UNREACHABLE
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .retention import parse_duration, sweep
+
+    try:
+        age = parse_duration(args.older_than)
+    except ValueError as exc:
+        print(f"streamer: --older-than: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def action(storage: Storage) -> int:
+        print(f"deleted {await sweep(storage, age)} finished jobs older than {args.older_than}")
+        return EXIT_OK
+
+    return asyncio.run(_with_storage(load_settings(db=args.db), action))
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .retention import backup
+    from .workers import is_postgres
+
+    settings = load_settings(db=args.db)
+    if is_postgres(settings.db_url):
+        print("streamer: back up PostgreSQL with pg_dump; `backup` is for SQLite", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        backup(settings.db_url, args.path)
+    except (FileExistsError, OSError, sqlite3.Error) as exc:
+        print(f"streamer: backup failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"backed up {settings.db_url} to {args.path}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "users": cmd_users,
@@ -334,6 +377,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "follow": cmd_follow,
     "run": cmd_run,
     "jobs": cmd_jobs,
+    "gc": cmd_gc,
+    "backup": cmd_backup,
 }
 
 

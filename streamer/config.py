@@ -51,6 +51,11 @@ SETTINGS: tuple[Setting, ...] = (
         "(also survives power loss, one fsync per commit group)",
         "--sync",
     ),
+    Setting(
+        "retention",
+        "",
+        "delete finished jobs older than this (e.g. 30d) once an hour; empty keeps everything",
+    ),
     Setting("pg_pool_size", 10, "PostgreSQL connections per process (plus one for LISTEN)"),
     Setting("max_body_bytes", 1 << 20, "largest request body accepted (413 above)"),
     Setting("max_event_bytes", 1 << 20, "largest `data` of one event, UTF-8 bytes (413 above)"),
@@ -90,6 +95,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     sync: str = "normal"
+    retention: str = ""
     pg_pool_size: int = 10
     max_body_bytes: int = 1 << 20
     max_event_bytes: int = 1 << 20
@@ -132,6 +138,13 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             values[setting.name] = _convert(setting, env[setting.env])
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)
+    if settings.retention:
+        from .retention import parse_duration
+
+        try:
+            parse_duration(settings.retention)
+        except ValueError as exc:
+            raise SystemExit(f"STREAMER_RETENTION: {exc}") from exc
     if settings.sync not in ("normal", "full"):
         raise SystemExit(f"STREAMER_SYNC must be normal or full, got {settings.sync!r}")
     return settings

@@ -605,3 +605,20 @@ async def test_watch_yields_other_processes_events_only(backend: Backend) -> Non
         assert indexes == list(range(indexes[0], indexes[0] + len(indexes)))
         delivered += [i for i in indexes if i >= len(delivered)]  # follow() dedupes
     assert delivered == list(range(40))  # 39 log events, then the complete event
+
+
+async def test_retention_deletes_only_finished_jobs_before_the_cutoff(storage: Storage) -> None:
+    user = await new_user(storage)
+    done = await storage.create_job(user, "done", {})
+    await storage.append(user, done.id, [*logs(3), NewEvent("complete", None, True)])
+    cancelled = await storage.create_job(user, "cancelled", {})
+    await storage.update_job(user, cancelled.id, {"status": "cancelled"})
+    running = await storage.create_job(user, "running", {})
+    await storage.append(user, running.id, logs(2))
+    assert await storage.delete_finished_jobs("2000-01-01T00:00:00.000000Z", 10) == 0
+    assert await storage.delete_finished_jobs("9999-01-01T00:00:00.000000Z", 1) == 1
+    assert await storage.delete_finished_jobs("9999-01-01T00:00:00.000000Z", 10) == 1
+    assert await storage.delete_finished_jobs("9999-01-01T00:00:00.000000Z", 10) == 0
+    assert await storage.read_events(done.id, 0, 10) == []
+    assert len(await storage.read_events(running.id, 0, 10)) == 2
+    assert (await storage.get_job(user, running.id)).status == "running"

@@ -100,6 +100,13 @@ class Storage(Protocol):
 
     async def delete_job(self, user_id: int, job_id: str) -> None: ...
 
+    async def delete_finished_jobs(self, before: str, limit: int) -> int:
+        """Retention: delete up to ``limit`` final jobs (any user's) that finished before
+        ``before`` (an API timestamp), with their events; returns how many.
+
+        Callers loop until it returns 0, so one sweep never holds the writer long.
+        """
+
     # events --------------------------------------------------------------------------
 
     async def append(

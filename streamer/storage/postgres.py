@@ -322,6 +322,11 @@ class PostgresStorage:
         await self._write(ops.delete_job(user_id, job_id))
         self._watcher.forget(job_id)
 
+    async def delete_finished_jobs(self, before: str, limit: int) -> int:
+        """PostgreSQL's autovacuum reclaims the space; nothing more to do here."""
+        deleted: int = await self._write(ops.delete_finished_jobs(before, limit))
+        return deleted
+
     # events --------------------------------------------------------------------------
 
     async def append(

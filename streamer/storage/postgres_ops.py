@@ -267,3 +267,17 @@ def delete_job(user_id: int, job_id: str) -> Op:
         return None, []
 
     return op
+
+
+def delete_finished_jobs(before: str, limit: int) -> Op:
+    async def op(conn: Any) -> tuple[int, Published]:
+        deleted = await conn.fetch(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN "
+            "('completed', 'failed', 'cancelled') AND coalesce(finished_at, updated_at) < $1 "
+            "LIMIT $2) RETURNING id",
+            before,
+            limit,
+        )
+        return len(deleted), []
+
+    return op

@@ -126,6 +126,9 @@ class SQLiteStorage:
     def _connect_writer(self) -> sqlite3.Connection:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Only takes effect on a new database (before its first table): lets retention
+        # return freed pages with PRAGMA incremental_vacuum instead of a full VACUUM.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.executescript(_pragmas(self.sync))
         migrate(conn)
         return conn
@@ -256,6 +259,14 @@ class SQLiteStorage:
 
     async def delete_job(self, user_id: int, job_id: str) -> None:
         await self._writer.submit(ops.delete_job(user_id, job_id))
+
+    async def delete_finished_jobs(self, before: str, limit: int) -> int:
+        deleted: int = await self._writer.submit(ops.delete_finished_jobs(before, limit))
+        if deleted:
+            # Hand freed pages back to the file system (auto_vacuum=INCREMENTAL), a few
+            # thousand at a time, so the database does not only ever grow.
+            await self._writer.submit(ops.incremental_vacuum(4096))
+        return deleted
 
     # events --------------------------------------------------------------------------
 

@@ -242,3 +242,34 @@ def delete_job(user_id: int, job_id: str) -> Op:
         return None, []
 
     return op
+
+
+def delete_finished_jobs(before: str, limit: int) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[int, Published]:
+        cur = conn.execute(
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN "
+            "('completed', 'failed', 'cancelled') AND coalesce(finished_at, updated_at) < ? "
+            "LIMIT ?)",
+            (before, limit),
+        )
+        return cur.rowcount, []
+
+    return op
+
+
+def incremental_vacuum(pages: int) -> Op:
+    """Return up to ``pages`` free pages to the file system.
+
+    Python's sqlite3 steps a row-less PRAGMA only once, and each step of
+    ``incremental_vacuum`` frees one page, so it is repeated until the free list is
+    empty (microseconds each, inside the writer thread).
+    """
+
+    def op(conn: sqlite3.Connection) -> tuple[None, Published]:
+        for _ in range(pages):
+            if conn.execute("PRAGMA freelist_count").fetchone()[0] == 0:
+                break
+            conn.execute("PRAGMA incremental_vacuum(1)")
+        return None, []
+
+    return op
