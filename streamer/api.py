@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,8 +19,16 @@ from .models import STATUSES, parse_events, parse_job_patch, parse_new_job
 MAX_JOBS_PAGE = 200
 
 
+def _param(request: Request, name: str) -> str | None:
+    """A query parameter; present but empty is malformed (leave it out for the default)."""
+    raw = request.query_params.get(name)
+    if raw == "":
+        raise BadRequest(f"{name} is empty: give a value or leave it out", field=name)
+    return raw
+
+
 def _limit(request: Request, default: int, maximum: int) -> int:
-    limit = parse_cursor("limit", request.query_params.get("limit"))
+    limit = parse_cursor("limit", _param(request, "limit"))
     if limit is None:
         return default
     if limit < 1:
@@ -32,7 +41,7 @@ def _encode_cursor(created_at: str, job_id: str) -> str:
 
 
 def _decode_cursor(raw: str | None) -> tuple[str, str] | None:
-    if not raw:
+    if raw is None:
         return None
     try:
         created_at, sep, job_id = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
@@ -52,11 +61,11 @@ async def create_job(request: Request) -> Response:
 
 async def list_jobs(request: Request) -> Response:
     user = await current_user(request)
-    status = request.query_params.get("status") or None
+    status = _param(request, "status")
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
     limit = _limit(request, 50, MAX_JOBS_PAGE)
-    cursor = _decode_cursor(request.query_params.get("cursor"))
+    cursor = _decode_cursor(_param(request, "cursor"))
     jobs = await context(request).storage.list_jobs(user.id, status, limit + 1, cursor)
     more = len(jobs) > limit
     jobs = jobs[:limit]
@@ -97,7 +106,7 @@ async def delete_job(request: Request) -> Response:
 async def append_events(request: Request) -> Response:
     user = await current_user(request)
     ctx = context(request)
-    expected = parse_cursor("expected_index", request.query_params.get("expected_index"))
+    expected = parse_cursor("expected_index", _param(request, "expected_index"))
     events = parse_events(
         await read_json(request), ctx.settings.max_event_bytes, ctx.settings.max_batch_events
     )
@@ -110,7 +119,7 @@ async def list_events(request: Request) -> Response:
     user = await current_user(request)
     ctx = context(request)
     job = await ctx.storage.get_job(user.id, request.path_params["job_id"])
-    start = parse_cursor("from_index", request.query_params.get("from_index")) or 0
+    start = parse_cursor("from_index", _param(request, "from_index")) or 0
     limit = _limit(request, ctx.settings.max_page_events, ctx.settings.max_page_events)
     if start > job.event_count:
         raise CursorAhead(
@@ -141,14 +150,25 @@ async def mint_stream_token(request: Request) -> Response:
     return json_response({"token": token, "expires_at": expires_at}, 201)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _route(path: str, **handlers: Endpoint) -> Route:
+    """One route per path with every method it serves, so a 405 names them all in
+    ``Allow`` (one ``Route`` per method made the first one's methods the whole list)."""
+    if "GET" in handlers:
+        handlers["HEAD"] = handlers["GET"]
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return Route(path, endpoint, methods=list(handlers), name=path)
+
+
 routes = [
-    Route("/jobs", create_job, methods=["POST"]),
-    Route("/jobs", list_jobs, methods=["GET"]),
-    Route("/jobs/claim", claim_job, methods=["POST"]),
-    Route("/jobs/{job_id}", get_job, methods=["GET"]),
-    Route("/jobs/{job_id}", patch_job, methods=["PATCH"]),
-    Route("/jobs/{job_id}", delete_job, methods=["DELETE"]),
-    Route("/jobs/{job_id}/events", append_events, methods=["POST"]),
-    Route("/jobs/{job_id}/events", list_events, methods=["GET"]),
-    Route("/jobs/{job_id}/stream-tokens", mint_stream_token, methods=["POST"]),
+    _route("/jobs", GET=list_jobs, POST=create_job),
+    _route("/jobs/claim", POST=claim_job),
+    _route("/jobs/{job_id}", GET=get_job, PATCH=patch_job, DELETE=delete_job),
+    _route("/jobs/{job_id}/events", GET=list_events, POST=append_events),
+    _route("/jobs/{job_id}/stream-tokens", POST=mint_stream_token),
 ]

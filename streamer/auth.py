@@ -57,8 +57,8 @@ def lookup_prefix(key: str) -> str:
 
 def well_formed(key: str) -> bool:
     """Prefix, length, alphabet and checksum: everything that needs no database."""
-    if len(key) != KEY_LEN or not key.startswith(KEY_PREFIX):
-        return False
+    if len(key) != KEY_LEN or not key.startswith(KEY_PREFIX) or not key.isascii():
+        return False  # hmac.compare_digest raises TypeError on non-ASCII str
     body, check = key[len(KEY_PREFIX) : -CHECK_LEN], key[-CHECK_LEN:]
     if any(c not in ALPHABET for c in body):
         return False
@@ -77,8 +77,7 @@ async def verify_key(storage: Storage, key: str) -> User:
 
 def bearer_key(conn: HTTPConnection) -> str:
     """The API key of a request; never from the URL, where it would reach access logs."""
-    for name in ("api_key", "key", "token"):
-        value = conn.query_params.get(name, "")
+    for _, value in conn.query_params.multi_items():  # under any parameter name
         if value.startswith(KEY_PREFIX):
             raise Unauthorized("API keys are not accepted in URLs; use the Authorization header")
     headers = conn.headers.getlist("authorization")

@@ -22,7 +22,7 @@ from .config import Settings
 from .errors import BadRequest, PayloadTooLarge
 from .follow import Follow, FollowHooks, start_index
 from .hub import Hub
-from .models import Job, User
+from .models import Job, User, parse_json
 from .storage.base import Storage
 
 
@@ -107,10 +107,7 @@ async def read_json(request: Request) -> Any:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes", limit=limit)
     if not body:
         raise BadRequest("request body is empty; send a JSON object", field="body")
-    try:
-        return orjson.loads(bytes(body))
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from exc
+    return parse_json(bytes(body))
 
 
 def json_response(

@@ -31,14 +31,15 @@ class StreamerError(Exception):
         self.headers: dict[str, str] = {}
 
     def problem(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
+        """RFC 9457 members first; extensions never replace them (a ``status`` extra
+        once turned the problem's HTTP status into a job status)."""
+        return {
+            **self.extra,
             "type": "about:blank",
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
         }
-        body.update(self.extra)
-        return body
 
 
 class BadRequest(StreamerError):

@@ -7,6 +7,7 @@ live event fanned out to a thousand readers is serialised once, not a thousand t
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .errors import PayloadTooLarge, Unprocessable
+from .errors import BadRequest, PayloadTooLarge, Unprocessable
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
@@ -27,6 +28,8 @@ EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
 RUNNER_FIELDS = ("container_id", "runner")
 MAX_NAME = 200
 MAX_METADATA_BYTES = 16 * 1024
+MAX_METADATA_DEPTH = 32
+INT64 = range(-(2**63), 2**63)
 
 
 def utcnow() -> str:
@@ -142,6 +145,61 @@ class APIKey:
 # --- validation of client input -------------------------------------------------------
 
 
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return value
+
+
+_exact = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as I-JSON (RFC 7493), or ``BadRequest`` saying what is wrong.
+
+    orjson refuses what is not JSON or not UTF-8: NaN and Infinity, lone surrogates,
+    a BOM, nesting past 1024 levels. It also keeps the last of duplicate keys and
+    turns integers beyond 64 bits into floats, silently; so a second, exact parse
+    refuses duplicate keys (``{"type": "log", "type": "complete"}`` must not mean
+    whatever one parser picks) and returns integers as written, for the field
+    validators to refuse the ones out of range.
+    """
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from exc
+    try:
+        return _exact.decode(body.decode())
+    except _Duplicate as exc:
+        raise BadRequest(f"request body repeats the key {exc.args[0]!r}", field="body") from exc
+    except (ValueError, RecursionError) as exc:  # number too long to convert, say
+        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from exc
+
+
+def _check_json(value: Any, field: str, depth: int = 0) -> None:
+    """Integers within 64 bits, nesting within ``MAX_METADATA_DEPTH``: what every
+    client and database can hold exactly."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return
+    if isinstance(value, int):
+        if value not in INT64:
+            raise Unprocessable(f"{field} holds an integer outside 64 bits", field=field)
+        return
+    if depth >= MAX_METADATA_DEPTH:
+        raise Unprocessable(f"{field} nests deeper than {MAX_METADATA_DEPTH} levels", field=field)
+    for item in value.values() if isinstance(value, dict) else value:
+        _check_json(item, field, depth + 1)
+
+
 def _object(body: Any, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Unprocessable(f"{what} must be a JSON object", field=what)
@@ -174,6 +232,7 @@ def parse_new_job(body: Any) -> tuple[str | None, dict[str, Any]]:
         metadata = {}
     if not isinstance(metadata, dict):
         raise Unprocessable("metadata must be a JSON object", field="metadata")
+    _check_json(metadata, "metadata")
     if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
         raise Unprocessable(f"metadata is larger than {MAX_METADATA_BYTES} bytes", field="metadata")
     return name, metadata

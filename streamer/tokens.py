@@ -47,8 +47,8 @@ def mint(secret: bytes, job_id: str, user_id: int, ttl: float = DEFAULT_TTL) -> 
 
 def check(secret: bytes, token: str, job_id: str) -> int:
     """The user id the token was minted for; ``Unauthorized`` for anything else."""
-    if not token.startswith(TOKEN_PREFIX):
-        raise Unauthorized("not a stream token")
+    if not token.startswith(TOKEN_PREFIX) or not token.isascii():
+        raise Unauthorized("not a stream token")  # compare_digest refuses non-ASCII str
     payload, _, signature = token[len(TOKEN_PREFIX) :].partition(".")
     expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(expected, signature):
