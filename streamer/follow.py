@@ -39,7 +39,7 @@ class FollowHooks:
 
 def parse_cursor(name: str, raw: str | None) -> int | None:
     """A base-10, non-negative integer below 10**15, or a 400 naming the parameter."""
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if not CURSOR.fullmatch(raw):
         raise BadRequest(f"{name} must be a non-negative base-10 integer below 10^15", field=name)

@@ -30,10 +30,10 @@ async def _text(follow: Follow) -> AsyncIterator[bytes]:
 
 
 async def job_log(request: Request) -> Response:
+    job, start = await stream_start(request)  # credentials first: 401 before any 400
     raw = request.query_params.get("follow", "").lower()
     if raw not in TRUE | FALSE:
         raise BadRequest("follow must be true or false", field="follow")
-    job, start = await stream_start(request)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     if start is None:
         return Response(b"", media_type="text/plain; charset=utf-8", headers=headers)

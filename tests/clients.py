@@ -88,7 +88,7 @@ class SSEClient:
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
         async with (
-            httpx.AsyncClient(timeout=self.timeout) as client,
+            httpx.AsyncClient(timeout=self.timeout, verify=False) as client,
             client.stream("GET", self.url(), headers=headers) as response,
         ):
             self.status = response.status_code

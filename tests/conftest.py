@@ -110,6 +110,7 @@ class LiveServer:
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
         """An HTTP client for this server, with ``key`` (default: the first user's)."""
         headers = {"Authorization": f"Bearer {key or self.key}"} if key != "" else {}
+        kwargs.setdefault("verify", False)  # plain HTTP: skip loading the CA bundle (~190 ms)
         client = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=httpx.Timeout(30.0), **kwargs
         )

@@ -91,8 +91,10 @@ class Writer:
             group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._commit, group)
-            except sqlite3.Error as exc:
-                log.error("commit of %d operations failed: %s", len(group), exc)
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure
+                # A dead writer task would hang every later write; fail this group
+                # (nothing of it was committed or published) and keep serving.
+                log.error("commit of %d operations failed: %r", len(group), exc)
                 self.failed_groups += 1
                 error = _storage_error(exc)
                 for pending in group:
@@ -129,6 +131,12 @@ class Writer:
                 except sqlite3.IntegrityError as exc:
                     conn.execute("ROLLBACK TO op")
                     outcomes.append((False, _integrity_error(exc), []))
+                except (sqlite3.OperationalError, OSError):
+                    raise  # disk full, I/O error: the whole group fails
+                except Exception as exc:  # noqa: BLE001 - one request's bug, not its neighbours'
+                    log.exception("write operation failed")
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((False, StreamerError(f"internal error: {exc!r}"), []))
                 else:
                     outcomes.append((True, value, published))
                 conn.execute("RELEASE op")
@@ -140,7 +148,7 @@ class Writer:
         return outcomes
 
 
-def _storage_error(exc: sqlite3.Error) -> StreamerError:
+def _storage_error(exc: Exception) -> StreamerError:
     text = str(exc)
     if "full" in text:
         error = Unavailable("storage is full; the append was not stored", reason="disk_full")
