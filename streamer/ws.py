@@ -77,7 +77,11 @@ async def events_ws(websocket: WebSocket) -> None:
 
 
 async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    """Best effort, bounded: a peer that stopped reading cannot take the close frame
+    either, and its stream's memory must be released now, not after the close
+    handshake times out (the websockets library aborts the connection later)."""
     try:
-        await websocket.close(code, reason)
-    except (RuntimeError, OSError):
+        async with asyncio.timeout(1.0):
+            await websocket.close(code, reason)
+    except (RuntimeError, OSError, TimeoutError):
         pass

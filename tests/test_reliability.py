@@ -1,0 +1,220 @@
+"""Reliability under faults: a full disk, readers that stop reading, fsync discipline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from streamer.config import Settings
+from streamer.follow import FollowHooks
+from streamer.models import NewEvent
+from streamer.storage.sqlite import SQLiteStorage
+
+from .conftest import LiveServer
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> AsyncIterator[Path]:
+    """A 4 MiB tmpfs of our own: a disk that really fills up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_full_disk_fails_appends_cleanly_and_recovers_without_restart(
+    small_disk: Path,
+) -> None:
+    server = LiveServer(Settings(db=str(small_disk / "s.db")), FollowHooks())
+    await server.start()
+    try:
+        server.key = await server.new_user("owner")
+        client = server.client()
+        job = await server.create_job(client)
+        filler = small_disk / "filler"
+        free = shutil.disk_usage(small_disk).free
+        filler.write_bytes(b"\0" * (free - 700_000))  # leave ~700 kB
+        reader = asyncio.create_task(server.sse(job).collect())
+        stored_ok: list[int] = []
+        statuses: list[int] = []
+        line = "x" * 16_000 + "\n"
+        for _ in range(200):
+            r = await client.post(f"/api/v1/jobs/{job}/events", json={"data": line})
+            statuses.append(r.status_code)
+            if r.status_code == 201:
+                stored_ok.append(r.json()["first_index"])
+            elif len(statuses) > 5 and statuses[-3:].count(r.status_code) == 3:
+                break
+        failures = [s for s in statuses if s != 201]
+        assert failures, "the disk never filled"
+        assert set(failures) <= {503, 507}, failures
+        assert r.headers["content-type"] == "application/problem+json"
+        page = (await client.get(f"/api/v1/jobs/{job}/events")).json()
+        assert [e["index"] for e in page["events"]] == stored_ok, "earlier events stay readable"
+
+        filler.unlink()  # space is back: appends work again, no restart
+        r = await client.post(f"/api/v1/jobs/{job}/events", json={"data": "after\n"})
+        assert r.status_code == 201 and r.json()["first_index"] == len(stored_ok)
+        r = await client.post(
+            f"/api/v1/jobs/{job}/events", json={"type": "complete", "success": True}
+        )
+        assert r.status_code == 201
+        delivered = [int(m.id or -1) for m in await asyncio.wait_for(reader, 20)]
+        assert delivered == list(range(len(stored_ok) + 2)), "nothing that failed was delivered"
+        with sqlite3.connect(small_disk / "s.db") as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        for c in server.clients:
+            await c.aclose()
+        await server.stop()
+
+
+async def test_a_reader_that_stops_reading_is_closed_and_others_keep_up(
+    settings: Settings,
+) -> None:
+    """A WebSocket that never reads and an SSE client whose socket is never read are
+    bounded by the buffer and the send timeout: closed, their memory released, while
+    healthy readers get every event."""
+    server = LiveServer(
+        settings.replace(send_timeout_seconds=1.0, subscriber_buffer=64), FollowHooks()
+    )
+    await server.start()
+    try:
+        server.key = await server.new_user("owner")
+        client = server.client()
+        job = await server.create_job(client)
+        healthy = [asyncio.create_task(server.sse(job).collect()) for _ in range(20)]
+        # Raw sockets that send a request and never read a byte (a client library
+        # would read ahead into its own queue and hide the stall).
+        path = f"/api/v1/jobs/{job}/events"
+        auth = f"Authorization: Bearer {server.key}\r\nHost: 127.0.0.1\r\n"
+        requests = [
+            f"GET {path}/stream HTTP/1.1\r\n{auth}\r\n",
+            f"GET {path}/ws HTTP/1.1\r\n{auth}Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        ]
+        stalled = []
+        for request in requests:
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(request.encode())
+            stalled.append(sock)
+        try:
+            while server.ctx.hub.subscriber_count < 22:
+                await asyncio.sleep(0.01)
+            chunk = "y" * 60_000 + "\n"
+            total = 150  # ~9 MB: far more than socket buffers hold
+            for _ in range(0, total, 10):
+                events = [{"data": chunk}] * 10
+                r = await client.post(f"/api/v1/jobs/{job}/events", json={"events": events})
+                assert r.status_code == 201
+            r = await client.post(
+                f"/api/v1/jobs/{job}/events", json={"type": "complete", "success": True}
+            )
+            assert r.status_code == 201
+            for task in healthy:
+                messages = await asyncio.wait_for(task, 30)
+                assert [int(m.id or -1) for m in messages] == list(range(total + 1))
+
+            async def stalled_ones_closed() -> None:
+                while server.ctx.open_streams:
+                    await asyncio.sleep(0.05)
+
+            # Closed by the send timeout (1 s here), well within 10 s.
+            await asyncio.wait_for(stalled_ones_closed(), 10)
+            assert server.ctx.hub.subscriber_count == 0, "their buffers were released"
+        finally:
+            for sock in stalled:
+                sock.close()
+    finally:
+        for c in server.clients:
+            await c.aclose()
+        await server.stop()
+
+
+async def test_timestamps_never_go_back_even_if_the_clock_does(tmp_path: Path) -> None:
+    storage = SQLiteStorage(str(tmp_path / "t.db"))
+    await storage.open()
+    try:
+        user = await storage.create_user("u", "u@x")
+        job = await storage.create_job(user.id, None, {})
+        future = "2999-01-01T00:00:00.000000Z"  # as if the clock had been far ahead
+        with sqlite3.connect(tmp_path / "t.db") as conn:
+            conn.execute("UPDATE jobs SET last_timestamp = ? WHERE id = ?", (future, job.id))
+        [event] = await storage.append(user.id, job.id, [NewEvent("log", "x", None)])
+        assert event.decode()["timestamp"] == future
+    finally:
+        await storage.close()
+
+
+FSYNC_SCRIPT = """
+import asyncio, sys
+from streamer.models import NewEvent
+from streamer.storage.sqlite import SQLiteStorage
+
+async def main():
+    storage = SQLiteStorage(sys.argv[1], sync=sys.argv[2])
+    await storage.open()
+    user = await storage.create_user("u", "u@x")
+    job = await storage.create_job(user.id, None, {})
+    for i in range(int(sys.argv[3])):  # one at a time: one commit group each
+        await storage.append(user.id, job.id, [NewEvent("log", str(i), None)])
+    await storage.close()
+
+asyncio.run(main())
+"""
+
+
+def count_syncs(tmp_path: Path, sync: str, appends: int) -> int:
+    log = tmp_path / f"strace-{sync}-{appends}.log"
+    done = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-e",
+            "trace=fsync,fdatasync",
+            "-o",
+            str(log),
+            sys.executable,
+            "-c",
+            FSYNC_SCRIPT,
+            str(tmp_path / f"{sync}-{appends}.db"),
+            sync,
+            str(appends),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    if done.returncode != 0 and "ptrace" in done.stderr:
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr
+    return sum(1 for line in log.read_text().splitlines() if "sync(" in line)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_sync_full_fsyncs_every_commit_group_and_normal_does_not(tmp_path: Path) -> None:
+    """WAL + synchronous=FULL syncs the WAL at every commit (survives power loss);
+    NORMAL syncs only at checkpoints (survives a crash of the process, not of the OS).
+    Counted as the difference between 10 and 50 appends, so start-up and close cancel."""
+    full = count_syncs(tmp_path, "full", 50) - count_syncs(tmp_path, "full", 10)
+    normal = count_syncs(tmp_path, "normal", 50) - count_syncs(tmp_path, "normal", 10)
+    assert full >= 40, full
+    assert normal <= 2, normal
