@@ -7,6 +7,7 @@ malformed frame from the server shows up as a wrong event, not as a silent pass.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -136,3 +137,26 @@ async def ws_collect(connection: Any, limit: int | None = None) -> list[dict[str
     except websockets.ConnectionClosedError:
         pass
     return out
+
+
+async def raw_sse_ids(
+    port: int, path: str, key: str, last_event_id: str | None = None, until: int | None = None
+) -> list[int]:
+    """SSE event ids over a bare asyncio connection, until the server ends the response
+    (or ``until`` ids arrived): cheap enough to hold a thousand readers in one test."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    resume = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"{resume}Connection: close\r\n\r\n".encode()
+    )
+    ids: list[int] = []
+    try:
+        async for line in reader:
+            if line.startswith(b"id: "):
+                ids.append(int(line[4:]))
+                if until is not None and len(ids) >= until:
+                    break
+    finally:
+        writer.close()
+    return ids
