@@ -1,4 +1,9 @@
-"""The JSON routes of ``/api/v1``: jobs, appends and pages of events."""
+"""The JSON routes of ``/api/v1``: jobs, appends and pages of events.
+
+Each route is declared with its OpenAPI ``Operation`` (``DOCS``), and ``_route``
+refuses a method without one, so ``/api/v1/openapi.json`` always lists exactly what
+is mounted.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import tokens
-from .context import context, current_user, json_response, read_json
+from .context import authenticate, context, json_response, read_json
 from .errors import BadRequest, CursorAhead
 from .follow import parse_cursor
 from .models import STATUSES, parse_events, parse_job_patch, parse_new_job
+from .openapi import Operation
 
 MAX_JOBS_PAGE = 200
 
@@ -53,20 +59,20 @@ def _decode_cursor(raw: str | None) -> tuple[str, str] | None:
 
 
 async def create_job(request: Request) -> Response:
-    user = await current_user(request)
+    caller = await authenticate(request)
     name, metadata = parse_new_job(await read_json(request))
-    job = await context(request).storage.create_job(user.id, name, metadata)
+    job = await context(request).storage.create_job(caller.user_id, name, metadata)
     return json_response(job.public(), 201, {"Location": f"/api/v1/jobs/{job.id}"})
 
 
 async def list_jobs(request: Request) -> Response:
-    user = await current_user(request)
+    caller = await authenticate(request)
     status = _param(request, "status")
     if status is not None and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}", field="status")
     limit = _limit(request, 50, MAX_JOBS_PAGE)
     cursor = _decode_cursor(_param(request, "cursor"))
-    jobs = await context(request).storage.list_jobs(user.id, status, limit + 1, cursor)
+    jobs = await context(request).storage.list_jobs(caller.user_id, status, limit + 1, cursor)
     more = len(jobs) > limit
     jobs = jobs[:limit]
     next_cursor = _encode_cursor(jobs[-1].created_at, jobs[-1].id) if more else None
@@ -74,51 +80,61 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def get_job(request: Request) -> Response:
-    user = await current_user(request)
-    job = await context(request).storage.get_job(user.id, request.path_params["job_id"])
+    caller = await authenticate(request)
+    job = await context(request).storage.get_job(caller.user_id, request.path_params["job_id"])
     return json_response(job.public())
 
 
 async def patch_job(request: Request) -> Response:
-    user = await current_user(request)
+    caller = await authenticate(request)
     changes = parse_job_patch(await read_json(request))
-    job = await context(request).storage.update_job(user.id, request.path_params["job_id"], changes)
+    job = await context(request).storage.update_job(
+        caller.user_id, request.path_params["job_id"], changes
+    )
     return json_response(job.public())
 
 
 async def claim_job(request: Request) -> Response:
-    user = await current_user(request)
-    job = await context(request).storage.claim_job(user.id)
+    caller = await authenticate(request)
+    job = await context(request).storage.claim_job(caller.user_id)
     if job is None:
         return Response(status_code=204)
     return json_response(job.public())
 
 
 async def delete_job(request: Request) -> Response:
-    user = await current_user(request)
+    caller = await authenticate(request)
     ctx = context(request)
     job_id = request.path_params["job_id"]
-    await ctx.storage.delete_job(user.id, job_id)
+    await ctx.storage.delete_job(caller.user_id, job_id)
     ctx.hub.close_job(job_id, "deleted")
     return Response(status_code=204)
 
 
 async def append_events(request: Request) -> Response:
-    user = await current_user(request)
+    caller = await authenticate(request)
     ctx = context(request)
+    settings = ctx.settings
     expected = parse_cursor("expected_index", _param(request, "expected_index"))
     events = parse_events(
-        await read_json(request), ctx.settings.max_event_bytes, ctx.settings.max_batch_events
+        await read_json(request), settings.max_event_bytes, settings.max_batch_events
     )
-    stored = await ctx.storage.append(user.id, request.path_params["job_id"], events, expected)
+    ctx.append_rate.take(caller.key_id, len(events))
+    stored = await ctx.storage.append(
+        caller.user_id,
+        request.path_params["job_id"],
+        events,
+        expected,
+        byte_limit=settings.max_job_bytes,
+    )
     return json_response({"first_index": stored[0].index, "last_index": stored[-1].index}, 201)
 
 
 async def list_events(request: Request) -> Response:
     """A page of stored events, assembled from their stored JSON lines without re-encoding."""
-    user = await current_user(request)
+    caller = await authenticate(request)
     ctx = context(request)
-    job = await ctx.storage.get_job(user.id, request.path_params["job_id"])
+    job = await ctx.storage.get_job(caller.user_id, request.path_params["job_id"])
     start = parse_cursor("from_index", _param(request, "from_index")) or 0
     limit = _limit(request, ctx.settings.max_page_events, ctx.settings.max_page_events)
     if start > job.event_count:
@@ -142,20 +158,81 @@ async def list_events(request: Request) -> Response:
 
 async def mint_stream_token(request: Request) -> Response:
     """A short-lived, read-only token for one job's streams, for browsers' URLs."""
-    user = await current_user(request)
+    caller = await authenticate(request)
     ctx = context(request)
-    job = await ctx.storage.get_job(user.id, request.path_params["job_id"])
+    job = await ctx.storage.get_job(caller.user_id, request.path_params["job_id"])
     secret = await ctx.storage.server_secret(tokens.SECRET_NAME)
-    token, expires_at = tokens.mint(secret, job.id, user.id, ctx.settings.stream_token_seconds)
+    token, expires_at = tokens.mint(secret, job.id, caller, ctx.settings.stream_token_seconds)
     return json_response({"token": token, "expires_at": expires_at}, 201)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+JOB = ("job_id",)
+DOCS: dict[str, dict[str, Operation]] = {
+    "/jobs": {
+        "GET": Operation(
+            "the caller's jobs, newest first",
+            (200, 400),
+            ("status", "limit", "cursor"),
+            result="JobList",
+        ),
+        "POST": Operation("create a job", (201, 400, 413, 422), body="NewJob", result="Job"),
+    },
+    "/jobs/claim": {
+        "POST": Operation(
+            "atomically take the caller's oldest queued job (204: none)",
+            (200, 204),
+            result="Job",
+        ),
+    },
+    "/jobs/{job_id}": {
+        "GET": Operation("one job", (200, 404), JOB, result="Job"),
+        "PATCH": Operation(
+            "status transition and runner fields",
+            (200, 400, 404, 409, 413, 422),
+            JOB,
+            body="JobPatch",
+            result="Job",
+        ),
+        "DELETE": Operation("delete a job and its events", (204, 404), JOB),
+    },
+    "/jobs/{job_id}/events": {
+        "GET": Operation(
+            "a page of stored events",
+            (200, 400, 404, 416),
+            (*JOB, "from_index", "limit"),
+            result="EventPage",
+        ),
+        "POST": Operation(
+            "append one event or a batch",
+            (201, 400, 404, 409, 413, 422, 429),
+            (*JOB, "expected_index"),
+            body="Append",
+            result="Appended",
+        ),
+    },
+    "/jobs/{job_id}/stream-tokens": {
+        "POST": Operation(
+            "mint a short-lived, read-only stream token for one job (for browsers' URLs)",
+            (201, 404),
+            JOB,
+            result="StreamToken",
+        ),
+    },
+}
+
+
 def _route(path: str, **handlers: Endpoint) -> Route:
     """One route per path with every method it serves, so a 405 names them all in
-    ``Allow`` (one ``Route`` per method made the first one's methods the whole list)."""
+    ``Allow`` (one ``Route`` per method made the first one's methods the whole list).
+
+    Every method must be declared in ``DOCS``: the OpenAPI document cannot miss one.
+    """
+    missing = set(handlers) - set(DOCS.get(path, {}))
+    if missing:
+        raise RuntimeError(f"{path}: {sorted(missing)} have no OpenAPI Operation in DOCS")
     if "GET" in handlers:
         handlers["HEAD"] = handlers["GET"]
 

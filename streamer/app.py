@@ -1,4 +1,8 @@
-"""``create_app(settings)``: lifespan, routes, error handlers, static files."""
+"""``create_app(settings)``: lifespan, routes, error handlers, static files.
+
+The lifespan runs the background tasks: the cross-node watch, retention, and the
+credential re-check that ends streams of revoked keys and deactivated users.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,19 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from . import api, metrics, retention, sse, textlog, ws
+from . import api, metrics, openapi, retention, sse, textlog, ws
 from .config import Settings
 from .context import Context, context, json_response
 from .errors import StreamerError, Unavailable
 from .follow import FollowHooks
 from .hub import Hub
+from .security import ApiCORS, SecurityMiddleware, install_log_filter, redact_path
 from .storage import open_storage
 
 log = logging.getLogger("streamer")
@@ -50,7 +56,7 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path))
     return problem(StreamerError("internal error; the request may not have been applied"))
 
 
@@ -66,11 +72,62 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready"})
 
 
+async def recheck_credentials(ctx: Context) -> None:
+    """Every ``auth_recheck_seconds``, end the open streams whose key is no longer valid.
+
+    It reads the database, so a ``keys revoke`` or ``users deactivate`` run anywhere
+    (another node, the CLI) reaches the streams of every node within one period.
+    """
+    while True:
+        await asyncio.sleep(ctx.settings.auth_recheck_seconds)
+        try:
+            closed = await ctx.close_revoked()
+        except StreamerError as exc:  # storage down: try again next period
+            log.warning("credential re-check failed: %s", exc.detail)
+            continue
+        if closed:
+            log.info("closed %d streams of revoked keys or deactivated users", closed)
+
+
+HEALTH_DOCS = {
+    "/healthz": openapi.Operation("the process is up", (200,), result="Status", auth=False),
+    "/readyz": openapi.Operation("storage is reachable", (200, 503), result="Status", auth=False),
+    "/metrics": openapi.Operation(
+        "Prometheus metrics (text format)", (200,), media="text/plain", auth=False
+    ),
+}
+OPENAPI_DOC = openapi.Operation(
+    "this document (OpenAPI 3.1)", (200,), media="application/json", auth=False
+)
+STREAM_DOCS = {
+    "/jobs/{job_id}/events/stream": {"GET": sse.DOC},
+    "/jobs/{job_id}/events/ws": {"GET": ws.DOC},
+    "/jobs/{job_id}/log": {"GET": textlog.DOC},
+    "/openapi.json": {"GET": OPENAPI_DOC},
+}
+
+
+def openapi_document() -> dict[str, object]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("streamer")
+    except PackageNotFoundError:
+        release = "0"
+    operations = [
+        *openapi.prefixed("", {path: {"GET": op} for path, op in HEALTH_DOCS.items()}),
+        *openapi.prefixed("/api/v1", api.DOCS),
+        *openapi.prefixed("/api/v1", STREAM_DOCS),
+    ]
+    return openapi.document(operations, release)
+
+
 def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlette:
     """A fresh app with its own storage, hub and watch task (opened in the lifespan)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        install_log_filter()  # now: uvicorn has configured its loggers by this point
         storage = open_storage(settings.db_url, settings)
         hub = Hub(settings.subscriber_buffer)
         storage.on_commit = hub.publish
@@ -83,7 +140,10 @@ def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlett
             async for job_id, events in storage.watch():
                 hub.publish(job_id, events)
 
-        tasks = [asyncio.create_task(feed_hub(), name="streamer-watch")]
+        tasks = [
+            asyncio.create_task(feed_hub(), name="streamer-watch"),
+            asyncio.create_task(recheck_credentials(ctx), name="streamer-auth-recheck"),
+        ]
         if settings.retention:
             age = retention.parse_duration(settings.retention)
             tasks.append(asyncio.create_task(retention.run_periodically(storage, age)))
@@ -97,6 +157,11 @@ def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlett
                     await task
             await storage.close()
 
+    document = json_response(openapi_document()).body
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -108,13 +173,18 @@ def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlett
                 Route("/jobs/{job_id}/events/stream", sse.events_stream),
                 WebSocketRoute("/jobs/{job_id}/events/ws", ws.events_ws),
                 Route("/jobs/{job_id}/log", textlog.job_log),
+                Route("/openapi.json", openapi_json),
             ],
         ),
     ]
     if STATIC.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC, html=True), name="static"))
+    middleware = [Middleware(SecurityMiddleware)]
+    if settings.cors_allowlist:
+        middleware.append(Middleware(ApiCORS, origins=settings.cors_allowlist))
     return Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
             StreamerError: on_streamer_error,

@@ -6,6 +6,11 @@ lets us reject a mistyped or random string without touching the database (the
 GitHub token format). Only the SHA-256 of a key is stored. A lookup narrows the
 candidates by the key's first 12 characters and then compares the hashes with
 ``hmac.compare_digest``, so no timing difference reveals how much of a hash matched.
+
+Every request reads the key from the database (no cache), so a revocation or a
+deactivated user is a 401 at the next request on every node. A successful check
+yields a ``Credential``: the user and the key's id, which open streams keep so a
+periodic re-check can close them when the key stops being valid.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 import zlib
+from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
@@ -27,6 +33,15 @@ BODY_LEN = 43  # 62**43 > 2**256: 32 random bytes fit
 CHECK_LEN = 6
 KEY_LEN = len(KEY_PREFIX) + BODY_LEN + CHECK_LEN
 LOOKUP_LEN = 12
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who is calling, and through which key (for a stream token: the key that minted
+    it). Streams keep it: revoking the key or deactivating the user ends them."""
+
+    user_id: int
+    key_id: int
 
 
 def _base62(number: int, width: int) -> str:
@@ -65,14 +80,22 @@ def well_formed(key: str) -> bool:
     return hmac.compare_digest(_checksum(body), check)
 
 
-async def verify_key(storage: Storage, key: str) -> User:
+async def check_key(storage: Storage, key: str) -> tuple[User, int]:
+    """The key's owner and the key's id, or ``Unauthorized``."""
     if not well_formed(key):
         raise Unauthorized("malformed API key")
     digest = hash_key(key)
-    for stored_hash, user in await storage.key_candidates(lookup_prefix(key)):
+    found: tuple[User, int] | None = None
+    for stored_hash, key_id, user in await storage.key_candidates(lookup_prefix(key)):
         if hmac.compare_digest(stored_hash, digest):
-            return user
-    raise Unauthorized("unknown, revoked or inactive API key")
+            found = (user, key_id)  # no early exit: every candidate costs the same
+    if found is None:
+        raise Unauthorized("unknown, revoked or inactive API key")
+    return found
+
+
+async def verify_key(storage: Storage, key: str) -> User:
+    return (await check_key(storage, key))[0]
 
 
 def bearer_key(conn: HTTPConnection) -> str:
@@ -91,8 +114,9 @@ def bearer_key(conn: HTTPConnection) -> str:
     return key.strip()
 
 
-async def authenticate(storage: Storage, conn: HTTPConnection) -> User:
-    return await verify_key(storage, bearer_key(conn))
+async def authenticate(storage: Storage, conn: HTTPConnection) -> Credential:
+    user, key_id = await check_key(storage, bearer_key(conn))
+    return Credential(user.id, key_id)
 
 
 async def create_user_with_key(storage: Storage, name: str, email: str) -> tuple[User, str]:

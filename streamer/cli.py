@@ -62,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--email", required=True)
     create.add_argument("--db")
+    ulist = users.add_parser("list", help="list users (active or not)")
+    ulist.add_argument("--json", action="store_true")
+    ulist.add_argument("--db")
+    deactivate = users.add_parser(
+        "deactivate",
+        help="deactivate a user: its keys stop working and its open streams close",
+    )
+    deactivate.add_argument("--email", required=True)
+    deactivate.add_argument("--db")
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
         dest="action", required=True
@@ -201,6 +210,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
+    async def listing(storage: Storage) -> int:
+        rows = [
+            {
+                "id": u.id,
+                "name": u.name,
+                "email": u.email,
+                "active": u.active,
+                "created_at": u.created_at,
+            }
+            for u in await storage.list_users()
+        ]
+        print_rows(rows, args.json, ["id", "name", "email", "active", "created_at"])
+        return EXIT_OK
+
+    async def deactivate(storage: Storage) -> int:
+        user = await storage.deactivate_user(args.email)
+        if user is None:
+            print(f"streamer: no user with email {args.email}", file=sys.stderr)
+            return EXIT_FAILED
+        print(
+            f"deactivated user {user.id} ({user.email}): its keys are refused now and its "
+            "open streams close within a few seconds"
+        )
+        return EXIT_OK
+
     async def create(storage: Storage) -> int:
         if await storage.get_user_by_email(args.email) is not None:
             print(f"streamer: a user with email {args.email} already exists", file=sys.stderr)
@@ -210,7 +244,8 @@ def cmd_users(args: argparse.Namespace) -> int:
         print(key)
         return EXIT_OK
 
-    return asyncio.run(_with_storage(load_settings(db=args.db), create))
+    actions = {"create": create, "list": listing, "deactivate": deactivate}
+    return asyncio.run(_with_storage(load_settings(db=args.db), actions[args.action]))
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

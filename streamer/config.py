@@ -84,6 +84,42 @@ SETTINGS: tuple[Setting, ...] = (
         "comma-separated browser origins allowed to open WebSockets "
         "(the service's own origin is always allowed)",
     ),
+    Setting(
+        "cors_origins",
+        "",
+        "comma-separated origins whose pages may call the JSON API (CORS, exact match, "
+        "no credentials; '*' is refused); empty sends no CORS headers",
+    ),
+    Setting(
+        "ws_max_message_bytes",
+        64 * 1024,
+        "largest WebSocket message a client may send (close 1009 above)",
+    ),
+    Setting(
+        "max_streams_per_user",
+        100,
+        "open SSE, WebSocket and text-log streams per user and node (429 / close 1013 above)",
+    ),
+    Setting(
+        "append_rate",
+        0.0,
+        "appended events per second per API key and node (token bucket; 429 above); 0 is off",
+    ),
+    Setting(
+        "append_burst",
+        10_000,
+        "events an idle key may append at once when append_rate is on (the bucket's size)",
+    ),
+    Setting(
+        "max_job_bytes",
+        256 << 20,
+        "stored bytes of one job's log (413 above; a short complete event always fits)",
+    ),
+    Setting(
+        "auth_recheck_seconds",
+        2.0,
+        "how often open streams re-check that their key is unrevoked and its user active",
+    ),
 )
 
 
@@ -107,6 +143,13 @@ class Settings:
     shutdown_seconds: float = 10.0
     stream_token_seconds: float = 300.0
     allowed_origins: str = ""
+    cors_origins: str = ""
+    ws_max_message_bytes: int = 64 * 1024
+    max_streams_per_user: int = 100
+    append_rate: float = 0.0
+    append_burst: int = 10_000
+    max_job_bytes: int = 256 << 20
+    auth_recheck_seconds: float = 2.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -116,6 +159,10 @@ class Settings:
     @property
     def origin_allowlist(self) -> frozenset[str]:
         return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
+    def cors_allowlist(self) -> list[str]:
+        return sorted({o.strip() for o in self.cors_origins.split(",") if o.strip()})
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -147,4 +194,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             raise SystemExit(f"STREAMER_RETENTION: {exc}") from exc
     if settings.sync not in ("normal", "full"):
         raise SystemExit(f"STREAMER_SYNC must be normal or full, got {settings.sync!r}")
+    if any("*" in origin for origin in settings.cors_allowlist):
+        raise SystemExit("STREAMER_CORS_ORIGINS must list exact origins; '*' is refused")
+    for name in ("ws_max_message_bytes", "max_streams_per_user", "append_burst", "max_job_bytes"):
+        if getattr(settings, name) < 1:
+            raise SystemExit(f"STREAMER_{name.upper()} must be at least 1")
+    if settings.append_rate < 0 or settings.auth_recheck_seconds <= 0:
+        raise SystemExit("STREAMER_APPEND_RATE must be >= 0, STREAMER_AUTH_RECHECK_SECONDS > 0")
     return settings

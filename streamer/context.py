@@ -3,27 +3,38 @@
 ``create_app`` builds one ``Context`` in its lifespan and stores it on
 ``app.state``; routes reach it through ``context(request)``. There are no module
 globals, so every test can build a fresh app next to another one.
+
+Open streams are tracked with the ``Credential`` that opened them, which is what
+lets one periodic query (``close_revoked``) end every stream of a revoked key or a
+deactivated user, on every node, and what the per-user stream limit counts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from . import auth, tokens
+from .auth import Credential
 from .config import Settings
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, PayloadTooLarge, StreamerError
 from .follow import Follow, FollowHooks, start_index
 from .hub import Hub
-from .models import Job, User, parse_json
+from .limits import AppendRate, StreamSlots
+from .models import Job, parse_json, utcnow
 from .storage.base import Storage
+
+log = logging.getLogger("streamer")
+KEY_TOUCH_SECONDS = 60.0  # last_used_at is written at most this often per key (per node)
 
 
 @dataclass
@@ -34,6 +45,14 @@ class Context:
     hooks: FollowHooks = field(default_factory=FollowHooks)
     open_streams: set[Follow] = field(default_factory=set)
     finished: Counter[str] = field(default_factory=Counter)  # "<transport>:streams|events"
+    credentials: dict[Follow, Credential] = field(default_factory=dict)
+    key_touched: dict[int, float] = field(default_factory=dict)  # key id -> monotonic time
+    slots: StreamSlots = field(init=False)
+    append_rate: AppendRate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slots = StreamSlots(self.settings.max_streams_per_user)
+        self.append_rate = AppendRate(self.settings.append_rate, self.settings.append_burst)
 
     def follow(self, job: Job, start: int, transport: str, *, live: bool = True) -> Follow:
         """A ``Follow`` configured by the settings, registered so shutdown can end it."""
@@ -49,14 +68,29 @@ class Context:
             transport=transport,
         )
 
+    def open_stream(self, stream: Follow, credential: Credential) -> Follow:
+        """Count ``stream`` against its user's limit (``TooManyRequests`` past it) and
+        track it, before the response starts: a refusal is still a 429, not a stream.
+
+        The caller must then run the stream inside ``registered()``, which releases it.
+        """
+        self.slots.acquire(credential.user_id)
+        self.open_streams.add(stream)
+        self.credentials[stream] = credential
+        return stream
+
     @contextlib.contextmanager
     def registered(self, stream: Follow) -> Iterator[Follow]:
-        """Track an open stream so shutdown (and revocation) can end it."""
+        """Track an open stream so shutdown (and revocation) can end it; release its
+        slot when it ends, however it ends."""
         self.open_streams.add(stream)
         try:
             yield stream
         finally:
             self.open_streams.discard(stream)
+            credential = self.credentials.pop(stream, None)
+            if credential is not None:
+                self.slots.release(credential.user_id)
             stream.close("done")
             self.finished[f"{stream.transport}:streams"] += 1
             self.finished[f"{stream.transport}:events"] += stream.sent
@@ -66,32 +100,67 @@ class Context:
         for stream in list(self.open_streams):
             stream.close(reason)
 
+    async def close_revoked(self) -> int:
+        """End every open stream whose key was revoked or whose user was deactivated.
+
+        One query for all open streams, whatever process made the change: this is
+        what makes revocation reach streams on every node within a re-check period.
+        """
+        if not self.credentials:
+            return 0
+        alive = await self.storage.active_keys({c.key_id for c in self.credentials.values()})
+        revoked = [s for s, c in list(self.credentials.items()) if c.key_id not in alive]
+        for stream in revoked:
+            stream.close("revoked")
+        return len(revoked)
+
+    async def touch(self, key_id: int) -> None:
+        """Record the key's use, at most once a minute: not one write per request."""
+        now = time.monotonic()
+        last = self.key_touched.get(key_id)
+        if last is not None and now - last < KEY_TOUCH_SECONDS:
+            return
+        self.key_touched[key_id] = now
+        try:
+            await self.storage.touch_key(key_id, utcnow())
+        except StreamerError as exc:  # bookkeeping must not fail the request it rides on
+            log.warning("could not record the use of key %d: %s", key_id, exc.detail)
+
 
 def context(conn: HTTPConnection) -> Context:
     ctx: Context = conn.app.state.ctx
     return ctx
 
 
-async def current_user(conn: HTTPConnection) -> User:
-    return await auth.authenticate(context(conn).storage, conn)
+async def authenticate(conn: HTTPConnection) -> Credential:
+    """The caller's credential from its ``Authorization`` header (401 otherwise)."""
+    ctx = context(conn)
+    credential = await auth.authenticate(ctx.storage, conn)
+    await ctx.touch(credential.key_id)
+    return credential
 
 
-async def stream_start(
-    conn: HTTPConnection, last_event_id: str | None = None
-) -> tuple[Job, int | None]:
+class StreamStart(NamedTuple):
+    job: Job
+    start: int | None  # None: the reader is already past the complete event
+    credential: Credential
+
+
+async def stream_start(conn: HTTPConnection, last_event_id: str | None = None) -> StreamStart:
     """Authenticate, resolve the job (404 if not the caller's) and the reader's start.
 
-    The shared prelude of every streaming transport; ``None`` as the start means the
-    reader is already past the ``complete`` event.
+    The shared prelude of every streaming transport. A ``?token=`` stream token or
+    the ``Authorization`` header; an API key in the URL is refused either way.
     """
     storage, params = context(conn).storage, conn.query_params
     token = params.get("token")
     if token is not None and not token.startswith(auth.KEY_PREFIX):
-        user = await tokens.user_for_token(storage, token, conn.path_params["job_id"])
+        credential = await tokens.credential_for_token(storage, token, conn.path_params["job_id"])
     else:
-        user = await current_user(conn)
-    job = await storage.get_job(user.id, conn.path_params["job_id"])
-    return job, start_index(job, params.get("from_index"), params.get("tail"), last_event_id)
+        credential = await authenticate(conn)
+    job = await storage.get_job(credential.user_id, conn.path_params["job_id"])
+    start = start_index(job, params.get("from_index"), params.get("tail"), last_event_id)
+    return StreamStart(job, start, credential)
 
 
 async def read_json(request: Request) -> Any:

@@ -8,6 +8,7 @@
     ├── PayloadTooLarge            413 / 1009
     ├── CursorAhead                416 / 1008   from_index beyond the next index
     ├── Unprocessable              422 / 1008   well-formed JSON, wrong content
+    ├── TooManyRequests            429 / 1013   a rate or concurrency limit; Retry-After
     └── Unavailable                503 / 1011   storage unreachable or full
 
 Handlers raise these; the app turns them into RFC 9457 problem+json bodies and the
@@ -16,6 +17,7 @@ WebSocket adapter into close codes, so no route decides its own error format.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -72,6 +74,20 @@ class CursorAhead(StreamerError):
 
 class Unprocessable(StreamerError):
     status, ws_code, title = 422, 1008, "Unprocessable Content"
+
+
+class TooManyRequests(StreamerError):
+    """A limit that time lifts (append rate, open streams): 429 with ``Retry-After``.
+
+    WebSockets get 1013 (try again later), which clients treat as transient.
+    """
+
+    status, ws_code, title = 429, 1013, "Too Many Requests"
+
+    def __init__(self, detail: str, retry_after: float, **extra: Any) -> None:
+        seconds = max(1, math.ceil(retry_after))  # Retry-After is whole seconds
+        super().__init__(detail, retry_after=seconds, **extra)
+        self.headers["Retry-After"] = str(seconds)
 
 
 class Unavailable(StreamerError):

@@ -9,8 +9,6 @@ and both resume from their last index when the server is back.
 
 from __future__ import annotations
 
-import logging
-import re
 import socket
 
 import uvicorn
@@ -19,20 +17,6 @@ from starlette.applications import Starlette
 from .app import create_app
 from .config import Settings
 from .follow import FollowHooks
-
-TOKEN_IN_QUERY = re.compile(r"((?:^|[?&])token=)[^&\s\"]*")
-
-
-class RedactTokens(logging.Filter):
-    """Access-log lines print the query string; stream tokens must not reach a log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                TOKEN_IN_QUERY.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        return True
 
 
 class StreamerServer(uvicorn.Server):
@@ -58,7 +42,7 @@ def build_server(
         log_level=log_level,
         timeout_graceful_shutdown=int(settings.shutdown_seconds),
         ws_per_message_deflate=False,  # 100+ KiB per connection, and no shared frames
-        ws_max_size=64 * 1024,  # readers send nothing worth more
+        ws_max_size=settings.ws_max_message_bytes,  # readers send nothing worth more
         # Pings keep idle WebSockets alive through proxies' read timeouts (like SSE's
         # keepalive comments) and find half-open connections.
         ws_ping_interval=settings.keepalive_seconds,
@@ -66,5 +50,4 @@ def build_server(
         lifespan="on",
         server_header=False,
     )
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     return StreamerServer(config, app)

@@ -5,7 +5,9 @@ cached once for every reader (``Event.sse``), coalesces a batch into one write, 
 needs one helper task per connection (to notice the client leaving) instead of
 three. ``Last-Event-ID`` (which browsers send on reconnect) wins over
 ``from_index``; a reader already past ``complete`` gets 204, which makes
-``EventSource`` stop reconnecting.
+``EventSource`` stop reconnecting. The stream is counted against its user's limit
+before the response starts (so the one too many is a 429), and released however
+the response ends.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ from starlette.types import Receive, Scope, Send
 
 from .context import Context, context, stream_start
 from .follow import Follow
+from .openapi import Operation
+
+DOC = Operation(
+    "Server-Sent Events: stored events from from_index, then live, until complete",
+    (200, 204, 400, 404, 416, 429),
+    ("job_id", "from_index", "tail", "token", "Last-Event-ID"),
+    media="text/event-stream",
+    streaming=True,
+)
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -45,9 +56,9 @@ class SSEResponse(Response):
                 pass
             follow.close("disconnect")
 
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-        watcher = asyncio.create_task(watch_disconnect())
         with self.ctx.registered(follow):
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            watcher = asyncio.create_task(watch_disconnect())
             try:
                 # A first byte at once: proxies and clients see a live stream, and a
                 # jittered retry spreads a reconnect storm over a few seconds.
@@ -68,8 +79,8 @@ class SSEResponse(Response):
 
 
 async def events_stream(request: Request) -> Response:
-    job, start = await stream_start(request, request.headers.get("last-event-id"))
+    job, start, credential = await stream_start(request, request.headers.get("last-event-id"))
     if start is None:
         return Response(status_code=204)
     ctx = context(request)
-    return SSEResponse(ctx, ctx.follow(job, start, "sse"))
+    return SSEResponse(ctx, ctx.open_stream(ctx.follow(job, start, "sse"), credential))

@@ -11,10 +11,20 @@ from collections.abc import AsyncIterator
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from .context import context, stream_start
+from .context import Context, context, stream_start
 from .errors import BadRequest
 from .follow import Follow
+from .openapi import Operation
+
+DOC = Operation(
+    "the log as plain text (the data of each event); follow=true streams until complete",
+    (200, 400, 404, 416, 429),
+    ("job_id", "follow", "from_index", "tail", "token"),
+    media="text/plain",
+    streaming=True,
+)
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"", "0", "false", "no", "off"}
@@ -29,8 +39,22 @@ async def _text(follow: Follow) -> AsyncIterator[bytes]:
             yield chunk
 
 
+class TextLogResponse(StreamingResponse):
+    """The text of a ``Follow``, registered for as long as the response runs (so its
+    stream slot is released even when the client leaves before the first byte)."""
+
+    def __init__(self, ctx: Context, follow: Follow, headers: dict[str, str]) -> None:
+        super().__init__(_text(follow), media_type="text/plain; charset=utf-8", headers=headers)
+        self.ctx = ctx
+        self.follow = follow
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self.ctx.registered(self.follow):
+            await super().__call__(scope, receive, send)
+
+
 async def job_log(request: Request) -> Response:
-    job, start = await stream_start(request)  # credentials first: 401 before any 400
+    job, start, credential = await stream_start(request)  # credentials first: 401 before 400
     raw = request.query_params.get("follow", "").lower()
     if raw not in TRUE | FALSE:
         raise BadRequest("follow must be true or false", field="follow")
@@ -38,11 +62,5 @@ async def job_log(request: Request) -> Response:
     if start is None:
         return Response(b"", media_type="text/plain; charset=utf-8", headers=headers)
     ctx = context(request)
-    follow = ctx.follow(job, start, "text", live=raw in TRUE)
-
-    async def body() -> AsyncIterator[bytes]:
-        with ctx.registered(follow):
-            async for chunk in _text(follow):
-                yield chunk
-
-    return StreamingResponse(body(), media_type="text/plain; charset=utf-8", headers=headers)
+    follow = ctx.open_stream(ctx.follow(job, start, "text", live=raw in TRUE), credential)
+    return TextLogResponse(ctx, follow, headers)

@@ -5,6 +5,11 @@ classes, so a client sees the same verdicts as over HTTP. The handshake is refus
 outright (HTTP 403) when a browser's ``Origin`` is not allowed: a page on another
 site must not read logs with the victim's credentials (cross-site WebSocket
 hijacking), and neither Starlette nor uvicorn checks this for us.
+
+Clients have nothing to say, so a message larger than ``ws_max_message_bytes`` is
+closed with 1009 (uvicorn's ``ws_max_size`` stops larger frames before they are
+read into memory). A revoked key or deactivated user closes with 4401; one stream
+too many for the user with 1013 (try again later).
 """
 
 from __future__ import annotations
@@ -16,19 +21,48 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .context import context, stream_start
 from .errors import StreamerError
+from .openapi import Operation
 
-CLOSE_REASONS = {"shutdown": 1012, "deleted": 4404}
+DOC = Operation(
+    "WebSocket (upgrade): text frames of newline-separated event JSON, from from_index, live",
+    (101, 400, 403, 404),
+    ("job_id", "from_index", "tail", "token"),
+    streaming=True,
+)
+CLOSE_REASONS = {"shutdown": 1012, "deleted": 4404, "revoked": 4401, "too_big": 1009}
+CLOSE_TEXT = {
+    "shutdown": "server restarting: resume from the next index",
+    "deleted": "job deleted",
+    "revoked": "API key revoked or user deactivated",
+    "too_big": "message too big",
+}
 
 
 def origin_allowed(websocket: WebSocket) -> bool:
+    """No ``Origin`` (not a browser), an origin on the allowlist, or exactly the
+    service's own: same scheme (ws -> http, wss -> https) and same host and port.
+
+    Exact comparisons only: ``http://host:port.evil.com``, ``null`` and an
+    ``https`` page on an ``http`` service are all refused. Behind a TLS-terminating
+    proxy, list the public origin in ``STREAMER_ALLOWED_ORIGINS``.
+    """
     origin = websocket.headers.get("origin")
     if origin is None:
         return True  # not a browser: browsers always send Origin on WebSockets
     if origin in context(websocket).settings.origin_allowlist:
         return True
-    parts = urlsplit(origin)
-    own_host = websocket.headers.get("host", "")
-    return parts.scheme in ("http", "https") and parts.netloc == own_host and not parts.path
+    own_scheme = "https" if websocket.url.scheme == "wss" else "http"
+    own_host = websocket.headers.get("host", "").lower()
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    return (
+        parts.scheme == own_scheme
+        and bool(own_host)
+        and parts.netloc.lower() == own_host
+        and not (parts.path or parts.query or parts.fragment or "@" in parts.netloc)
+    )
 
 
 async def events_ws(websocket: WebSocket) -> None:
@@ -38,20 +72,26 @@ async def events_ws(websocket: WebSocket) -> None:
     await websocket.accept()
     ctx = context(websocket)
     try:
-        job, start = await stream_start(websocket)
+        job, start, credential = await stream_start(websocket)
+        if start is None:
+            await websocket.close(1000, reason="job complete")
+            return
+        follow = ctx.open_stream(ctx.follow(job, start, "ws"), credential)
     except StreamerError as exc:
         await websocket.close(exc.ws_code, reason=exc.detail[:120])
         return
-    if start is None:
-        await websocket.close(1000, reason="job complete")
-        return
-    follow = ctx.follow(job, start, "ws")
+    limit = ctx.settings.ws_max_message_bytes
 
     async def watch_disconnect() -> None:
         # Clients have nothing to say; reading keeps close frames and pings flowing.
         try:
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass
+            while (message := await websocket.receive())["type"] != "websocket.disconnect":
+                size = len(message.get("bytes") or b"") + len(
+                    (message.get("text") or "").encode("utf-8", "surrogatepass")
+                )
+                if size > limit:
+                    follow.close("too_big")
+                    return
         except RuntimeError:
             pass
         follow.close("disconnect")
@@ -65,9 +105,10 @@ async def events_ws(websocket: WebSocket) -> None:
                     text = batch[0].text if len(batch) == 1 else "\n".join([e.text for e in batch])
                     async with asyncio.timeout(timeout):
                         await websocket.send_text(text)
-            code = 1000 if follow.complete else CLOSE_REASONS.get(follow.closed or "", 0)
+            reason = "" if follow.complete else follow.closed or ""
+            code = 1000 if follow.complete else CLOSE_REASONS.get(reason, 0)
             if code:
-                await websocket.close(code)
+                await websocket.close(code, CLOSE_TEXT.get(reason, ""))
         except TimeoutError:
             await _close_quietly(websocket, 1008, "send timeout: resume from the last index")
         except (WebSocketDisconnect, RuntimeError, OSError):

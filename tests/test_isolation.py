@@ -349,8 +349,9 @@ async def test_expired_or_tampered_stream_token_is_401(live_server: LiveServer) 
     server = live_server
     job = await job_with_events(server, server.client(), complete=True)
     secret = await server.ctx.storage.server_secret(tokens.SECRET_NAME)
-    user = await auth.verify_key(server.ctx.storage, server.key)
-    expired, _ = tokens.mint(secret, job, user.id, ttl=-1)
+    user, key_id = await auth.check_key(server.ctx.storage, server.key)
+    credential = auth.Credential(user.id, key_id)
+    expired, _ = tokens.mint(secret, job, credential, ttl=-1)
     valid = await stream_token(server, job)
     payload, _, signature = valid.partition(".")
     tampered = [
@@ -359,7 +360,7 @@ async def test_expired_or_tampered_stream_token_is_401(live_server: LiveServer) 
         payload,
         "sst_",
         "sst_.",
-        tokens.mint(b"another server's secret", job, user.id)[0],
+        tokens.mint(b"another server's secret", job, credential)[0],
         payload + "." + signature[:-1] + "é",
         "sst_é.é",
     ]

@@ -23,8 +23,9 @@ import orjson
 import pytest
 
 from streamer.config import Settings
-from streamer.errors import Conflict, NotFound
-from streamer.models import Event, NewEvent
+from streamer.errors import Conflict, NotFound, PayloadTooLarge
+from streamer.limits import COMPLETE_DATA_ALLOWANCE
+from streamer.models import Event, NewEvent, utcnow
 from streamer.storage import Storage, open_storage
 
 PG_URL = os.environ.get("STREAMER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -216,13 +217,52 @@ async def test_users_and_keys(storage: Storage) -> None:
     key = await storage.create_key(user.id, "ci", "stk_abcd", "hash-1")
     other = await storage.create_key(user.id, "laptop", "stk_abcd", "hash-2")
     assert [k.id for k in await storage.list_keys(user.id)] == [key.id, other.id]
-    assert sorted(h for h, _ in await storage.key_candidates("stk_abcd")) == ["hash-1", "hash-2"]
-    assert all(owner == user for _, owner in await storage.key_candidates("stk_abcd"))
+    candidates = await storage.key_candidates("stk_abcd")
+    assert sorted((h, k) for h, k, _ in candidates) == [("hash-1", key.id), ("hash-2", other.id)]
+    assert all(owner == user for _, _, owner in candidates)
     assert await storage.revoke_key(key.id) is True
     assert await storage.revoke_key(key.id) is False
     assert await storage.revoke_key(key.id + 1000) is False
-    assert [h for h, _ in await storage.key_candidates("stk_abcd")] == ["hash-2"]
+    assert [h for h, _, _ in await storage.key_candidates("stk_abcd")] == ["hash-2"]
     assert [k.active for k in await storage.list_keys(user.id)] == [False, True]
+
+
+async def test_revoked_keys_and_deactivated_users_stop_counting_everywhere(
+    backend: Backend,
+) -> None:
+    """``active_keys`` and ``key_candidates`` see another process's revocation or
+    deactivation at once; ``deactivate_user`` is idempotent; ``list_users`` lists all."""
+    a, b = await backend.instance(), await backend.instance()
+    ann = await a.create_user("ann", "ann@example.com")
+    bob = await a.create_user("bob", "bob@example.com")
+    k1 = await a.create_key(ann.id, "one", "stk_aaaa", "h1")
+    k2 = await a.create_key(ann.id, "two", "stk_aaaa", "h2")
+    k3 = await a.create_key(bob.id, "bob", "stk_bbbb", "h3")
+    assert await b.active_keys([]) == set()
+    assert await b.active_keys([k1.id, k2.id, k3.id, k3.id + 1000]) == {k1.id, k2.id, k3.id}
+    assert await a.revoke_key(k1.id)
+    assert await b.active_keys([k1.id, k2.id, k3.id]) == {k2.id, k3.id}
+    gone = await a.deactivate_user("ann@example.com")
+    assert gone is not None and gone.id == ann.id and not gone.active
+    assert await a.deactivate_user("ann@example.com") == gone
+    assert await a.deactivate_user("nobody@example.com") is None
+    assert await b.active_keys([k1.id, k2.id, k3.id]) == {k3.id}
+    assert await b.key_candidates("stk_aaaa") == []
+    assert await b.get_user(ann.id) == gone
+    assert [(u.email, u.active) for u in await b.list_users()] == [
+        ("ann@example.com", False),
+        ("bob@example.com", True),
+    ]
+    # Any number of ids in one query (SQLite caps bound parameters; one JSON array here).
+    assert await b.active_keys(list(range(-40_000, 40_000))) == {k3.id}
+
+
+async def test_touch_key_records_last_use(storage: Storage) -> None:
+    uid = await new_user(storage)
+    key = await storage.create_key(uid, "k", "stk_cccc", "hc")
+    assert [k.last_used_at for k in await storage.list_keys(uid)] == [None]
+    await storage.touch_key(key.id, "2026-01-02T03:04:05.000006Z")
+    assert [k.last_used_at for k in await storage.list_keys(uid)] == ["2026-01-02T03:04:05.000006Z"]
 
 
 async def test_server_secret_is_one_per_database(backend: Backend) -> None:
@@ -424,6 +464,43 @@ async def test_nothing_is_appended_after_complete(storage: Storage) -> None:
     failed = await storage.create_job(uid, None, {})
     await storage.append(uid, failed.id, [COMPLETE_FAILED])
     assert (await storage.get_job(uid, failed.id)).status == "failed"
+
+
+async def test_job_bytes_are_counted_and_capped_exactly(storage: Storage) -> None:
+    """byte_count is the stored lines' bytes; byte_limit refuses (nothing stored, nothing
+    published) past it and accepts up to it exactly; a short complete always fits."""
+    commits = Commits()
+    storage.on_commit = commits
+    uid = await new_user(storage)
+    job = await storage.create_job(uid, None, {})
+    assert await storage.job_bytes(uid, job.id) == 0
+    total = sum(len(e.line) for e in await storage.append(uid, job.id, logs(3)))
+    assert await storage.job_bytes(uid, job.id) == total
+    nxt = NewEvent("log", "next line\n", None)
+    size = len(nxt.encode(3, utcnow()).line)  # timestamps have a fixed width
+    with pytest.raises(PayloadTooLarge) as raised:
+        await storage.append(uid, job.id, [nxt], byte_limit=total + size - 1)
+    assert raised.value.extra["limit"] == total + size - 1
+    assert await storage.job_bytes(uid, job.id) == total
+    assert (await storage.get_job(uid, job.id)).event_count == 3
+    await storage.append(uid, job.id, [nxt], byte_limit=total + size)  # exactly the cap
+    total += size
+    assert await storage.job_bytes(uid, job.id) == total
+    for refused in (logs(1), [NewEvent("complete", "x" * (COMPLETE_DATA_ALLOWANCE + 1), True)]):
+        with pytest.raises(PayloadTooLarge):
+            await storage.append(uid, job.id, refused, byte_limit=total)
+    closing = NewEvent("complete", "y" * COMPLETE_DATA_ALLOWANCE, True)
+    done = await storage.append(uid, job.id, [closing], byte_limit=total)
+    assert (await storage.get_job(uid, job.id)).status == "completed"
+    assert await storage.job_bytes(uid, job.id) == total + len(done[0].line)
+    assert commits.of(job.id) == [[0, 1, 2], [3], [4]]
+    with pytest.raises(NotFound):
+        await storage.job_bytes(uid + 1000, job.id)
+    # The complete event the server appends on cancel is counted too.
+    other = await storage.create_job(uid, None, {})
+    await storage.update_job(uid, other.id, {"status": "cancelled"})
+    closed = await storage.read_events(other.id, 0, 10)
+    assert await storage.job_bytes(uid, other.id) == len(closed[0].line)
 
 
 async def test_on_commit_runs_after_commit_in_index_order(backend: Backend) -> None:

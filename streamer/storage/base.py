@@ -20,11 +20,18 @@ every backend:
 5. Every read is scoped by ``user_id``: another user's job behaves as missing.
 6. ``watch`` yields events other processes committed (PostgreSQL); a backend that
    only ever has one process yields nothing.
+7. Each job keeps ``byte_count``, the bytes of its stored event lines, updated in
+   the append's own transaction; ``append(..., byte_limit=N)`` refuses (413, nothing
+   stored) a write that would take it past ``N``, except a lone ``complete`` event
+   with short data, so a job at its cap can always be finished.
+8. Credentials are read from the database on every check (``key_candidates``,
+   ``active_keys``), never cached: a revocation or deactivation made by any process
+   counts on every node at the next request.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from ..models import APIKey, Event, Job, NewEvent, User
@@ -56,6 +63,17 @@ class Storage(Protocol):
 
     async def get_user(self, user_id: int) -> User | None: ...
 
+    async def list_users(self) -> list[User]:
+        """Every user, active or not, oldest first (for ``streamer users list``)."""
+
+    async def deactivate_user(self, email: str) -> User | None:
+        """Mark the user inactive (idempotent); ``None`` when no user has that email.
+
+        An inactive user's keys stop authenticating at once (``key_candidates`` and
+        ``active_keys`` join on ``users.active``); nothing is deleted, so its jobs and
+        keys remain for audit.
+        """
+
     async def server_secret(self, name: str) -> bytes:
         """A random 32-byte secret kept in the database, created on first use.
 
@@ -69,11 +87,23 @@ class Storage(Protocol):
 
     async def revoke_key(self, key_id: int) -> bool: ...
 
-    async def key_candidates(self, prefix: str) -> list[tuple[str, User]]:
-        """(key_hash, owner) of every unrevoked key with this prefix whose owner is active.
+    async def key_candidates(self, prefix: str) -> list[tuple[str, int, User]]:
+        """(key_hash, key id, owner) of every unrevoked key with this prefix whose owner
+        is active.
 
         The caller compares hashes in constant time; storage only narrows the search.
         """
+
+    async def active_keys(self, key_ids: Collection[int]) -> set[int]:
+        """Which of ``key_ids`` are unrevoked and belong to an active user: one query.
+
+        Open streams remember the key they were opened with (a stream token, the key
+        that minted it); a periodic check closes those whose key is no longer here.
+        """
+
+    async def touch_key(self, key_id: int, when: str) -> None:
+        """Set the key's ``last_used_at``. Callers throttle this to once a minute per
+        key, so a busy key costs one write a minute, not one per request."""
 
     # jobs ----------------------------------------------------------------------------
 
@@ -115,12 +145,18 @@ class Storage(Protocol):
         job_id: str,
         events: Sequence[NewEvent],
         expected_index: int | None = None,
+        *,
+        byte_limit: int | None = None,
     ) -> list[Event]:
-        """Store events at the job's next indexes; see guarantees 1-4.
+        """Store events at the job's next indexes; see guarantees 1-4 and 7.
 
         ``expected_index`` makes a retry exactly-once: when it is not the job's next
         index, nothing is stored and ``Conflict`` carries ``next_index``.
+        ``byte_limit`` caps the job's stored bytes (``PayloadTooLarge``, guarantee 7).
         """
+
+    async def job_bytes(self, user_id: int, job_id: str) -> int:
+        """The job's ``byte_count`` (``NotFound`` like ``get_job``)."""
 
     async def read_events(self, job_id: str, from_index: int, limit: int) -> list[Event]:
         """Up to ``limit`` stored events with index >= ``from_index``, in order.

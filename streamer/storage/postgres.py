@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,6 +245,14 @@ class PostgresStorage:
         rows = await self._fetch(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id)
         return user_from_row(rows[0]) if rows else None
 
+    async def list_users(self) -> list[User]:
+        rows = await self._fetch(f"SELECT {USER_COLUMNS} FROM users ORDER BY id")
+        return [user_from_row(row) for row in rows]
+
+    async def deactivate_user(self, email: str) -> User | None:
+        user: User | None = await self._write(ops.deactivate_user(email))
+        return user
+
     async def server_secret(self, name: str) -> bytes:
         """Created once per cluster (INSERT ... ON CONFLICT DO NOTHING), then cached."""
         cached = self._secrets.get(name)
@@ -269,14 +277,27 @@ class PostgresStorage:
         revoked: bool = await self._write(ops.revoke_key(key_id))
         return revoked
 
-    async def key_candidates(self, prefix: str) -> list[tuple[str, User]]:
+    async def key_candidates(self, prefix: str) -> list[tuple[str, int, User]]:
         rows = await self._fetch(
-            f"SELECT k.key_hash, {USER_COLUMNS_U} FROM api_keys k "
+            f"SELECT k.key_hash, k.id, {USER_COLUMNS_U} FROM api_keys k "
             "JOIN users u ON u.id = k.user_id "
             "WHERE k.prefix = $1 AND k.revoked_at IS NULL AND u.active",
             prefix,
         )
-        return [(row[0], user_from_row(row[1:])) for row in rows]
+        return [(row[0], row[1], user_from_row(row[2:])) for row in rows]
+
+    async def active_keys(self, key_ids: Collection[int]) -> set[int]:
+        if not key_ids:
+            return set()
+        rows = await self._fetch(
+            "SELECT k.id FROM api_keys k JOIN users u ON u.id = k.user_id "
+            "WHERE k.id = ANY($1::bigint[]) AND k.revoked_at IS NULL AND u.active",
+            sorted(key_ids),
+        )
+        return {row[0] for row in rows}
+
+    async def touch_key(self, key_id: int, when: str) -> None:
+        await self._write(ops.touch_key(key_id, when))
 
     # jobs ----------------------------------------------------------------------------
 
@@ -335,11 +356,21 @@ class PostgresStorage:
         job_id: str,
         events: Sequence[NewEvent],
         expected_index: int | None = None,
+        *,
+        byte_limit: int | None = None,
     ) -> list[Event]:
         stored: list[Event] = await self._write(
-            ops.append(self.node, user_id, job_id, events, expected_index), job_id
+            ops.append(self.node, user_id, job_id, events, expected_index, byte_limit), job_id
         )
         return stored
+
+    async def job_bytes(self, user_id: int, job_id: str) -> int:
+        rows = await self._fetch(
+            "SELECT byte_count FROM jobs WHERE id = $1 AND user_id = $2", job_id, user_id
+        )
+        if not rows:
+            raise job_not_found()
+        return int(rows[0][0])
 
     async def read_events(self, job_id: str, from_index: int, limit: int) -> list[Event]:
         events = await self._read_rows(job_id, from_index, limit)

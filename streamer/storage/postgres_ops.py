@@ -22,9 +22,10 @@ from typing import Any
 import orjson
 
 from ..errors import Conflict, job_not_found
+from ..limits import check_job_bytes
 from ..models import FINAL_STATUSES, TRANSITIONS, APIKey, Event, Job, NewEvent, User, utcnow
 from .postgres_watch import CHANNEL, payload
-from .sqlite_ops import JOB_COLUMNS, job_from_row, new_job_id
+from .sqlite_ops import JOB_COLUMNS, USER_COLUMNS, job_from_row, new_job_id, user_from_row
 
 Published = list[tuple[str, list[Event]]]
 Op = Callable[[Any], Awaitable[tuple[Any, Published]]]
@@ -36,37 +37,50 @@ WITH inserted AS (
     FROM unnest($2::bigint[], $3::text[], $4::bytea[]) AS u(idx, type, line)
 ), counted AS (
     UPDATE jobs SET event_count = $5, status = $6, started_at = $7::text,
-        finished_at = $8::text, updated_at = $9, last_timestamp = $10
+        finished_at = $8::text, updated_at = $9, last_timestamp = $10,
+        byte_count = byte_count + $12
     WHERE id = $1::text
 )
 SELECT pg_notify('{CHANNEL}', $11)
 """
 
 
-async def lock_job(conn: Any, user_id: int, job_id: str) -> tuple[Job, str | None]:
-    """The job's row, locked until commit, and its last event timestamp; or a 404."""
+async def lock_job(conn: Any, user_id: int, job_id: str) -> tuple[Job, str | None, int]:
+    """The job's row, locked until commit, its last event timestamp and stored bytes;
+    or a 404."""
     row = await conn.fetchrow(
-        f"SELECT {JOB_COLUMNS}, last_timestamp FROM jobs WHERE id = $1 AND user_id = $2 FOR UPDATE",
+        f"SELECT {JOB_COLUMNS}, last_timestamp, byte_count FROM jobs "
+        "WHERE id = $1 AND user_id = $2 FOR UPDATE",
         job_id,
         user_id,
     )
     if row is None:
         raise job_not_found()
-    return job_from_row(row), row[12]
+    return job_from_row(row), row[12], row[13]
 
 
 async def insert_events(
-    conn: Any, node: str, job: Job, last_timestamp: str | None, events: Sequence[NewEvent]
+    conn: Any,
+    node: str,
+    job: Job,
+    last_timestamp: str | None,
+    events: Sequence[NewEvent],
+    byte_count: int = 0,
+    byte_limit: int | None = None,
 ) -> list[Event]:
-    """Store ``events`` at the job's next indexes, move its status along, NOTIFY.
+    """Store ``events`` at the job's next indexes, count their bytes, move its status
+    along, NOTIFY.
 
     One round trip. The timestamp never goes back, even when this node's clock is
-    behind the node that appended the previous event.
+    behind the node that appended the previous event. ``byte_count`` is the job's
+    (locked, so current) stored bytes, checked against ``byte_limit``.
     """
     now = utcnow()
     timestamp = max(now, last_timestamp) if last_timestamp else now
     first = job.event_count
     stored = [event.encode(first + i, timestamp) for i, event in enumerate(events)]
+    size = sum(len(e.line) for e in stored)
+    check_job_bytes(byte_count, size, events, byte_limit)
     last = events[-1]
     if last.type == "complete":
         job.status = "completed" if last.success else "failed"
@@ -90,15 +104,21 @@ async def insert_events(
         now,
         timestamp,
         payload(node, job.id, first, job.event_count - 1),
+        size,
     )
     return stored
 
 
 def append(
-    node: str, user_id: int, job_id: str, events: Sequence[NewEvent], expected_index: int | None
+    node: str,
+    user_id: int,
+    job_id: str,
+    events: Sequence[NewEvent],
+    expected_index: int | None,
+    byte_limit: int | None = None,
 ) -> Op:
     async def op(conn: Any) -> tuple[list[Event], Published]:
-        job, last_timestamp = await lock_job(conn, user_id, job_id)
+        job, last_timestamp, byte_count = await lock_job(conn, user_id, job_id)
         if job.is_final:
             raise Conflict(f"job is {job.status}: its log is closed", next_index=job.event_count)
         if expected_index is not None and expected_index != job.event_count:
@@ -106,7 +126,9 @@ def append(
                 f"expected_index is {expected_index} but the next index is {job.event_count}",
                 next_index=job.event_count,
             )
-        stored = await insert_events(conn, node, job, last_timestamp, events)
+        stored = await insert_events(
+            conn, node, job, last_timestamp, events, byte_count, byte_limit
+        )
         return stored, [(job_id, stored)]
 
     return op
@@ -115,7 +137,7 @@ def append(
 async def _update(
     conn: Any, node: str, user_id: int, job_id: str, changes: dict[str, Any]
 ) -> tuple[Job, Published]:
-    job, last_timestamp = await lock_job(conn, user_id, job_id)
+    job, last_timestamp, _ = await lock_job(conn, user_id, job_id)
     now = utcnow()
     published: Published = []
     status = changes.get("status")
@@ -236,6 +258,24 @@ def revoke_key(key_id: int) -> Op:
             key_id,
         )
         return revoked is not None, []
+
+    return op
+
+
+def deactivate_user(email: str) -> Op:
+    async def op(conn: Any) -> tuple[User | None, Published]:
+        row = await conn.fetchrow(
+            f"UPDATE users SET active = FALSE WHERE email = $1 RETURNING {USER_COLUMNS}", email
+        )
+        return (user_from_row(row) if row is not None else None), []
+
+    return op
+
+
+def touch_key(key_id: int, when: str) -> Op:
+    async def op(conn: Any) -> tuple[None, Published]:
+        await conn.execute("UPDATE api_keys SET last_used_at = $1 WHERE id = $2", when, key_id)
+        return None, []
 
     return op
 

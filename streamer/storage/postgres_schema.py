@@ -70,6 +70,12 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     """,
+    # 3: the per-job byte counter behind max_job_bytes, filled in for existing jobs.
+    """
+    ALTER TABLE jobs ADD COLUMN byte_count BIGINT NOT NULL DEFAULT 0;
+    UPDATE jobs SET byte_count =
+        (SELECT coalesce(sum(octet_length(line)), 0) FROM events WHERE events.job_id = jobs.id);
+    """,
 )
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from ..errors import Unavailable, job_not_found
 from ..models import APIKey, Event, Job, NewEvent, User
@@ -76,6 +77,12 @@ MIGRATIONS: tuple[str, ...] = (
         value BLOB NOT NULL,
         created_at TEXT NOT NULL
     );
+    """,
+    # 3: the per-job byte counter behind max_job_bytes, filled in for existing jobs.
+    """
+    ALTER TABLE jobs ADD COLUMN byte_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET byte_count =
+        (SELECT coalesce(sum(length(line)), 0) FROM events WHERE events.job_id = jobs.id);
     """,
 )
 
@@ -188,6 +195,14 @@ class SQLiteStorage:
         )
         return ops.user_from_row(rows[0]) if rows else None
 
+    async def list_users(self) -> list[User]:
+        rows = await self._fetchall(f"SELECT {ops.USER_COLUMNS} FROM users ORDER BY id", ())
+        return [ops.user_from_row(row) for row in rows]
+
+    async def deactivate_user(self, email: str) -> User | None:
+        user: User | None = await self._writer.submit(ops.deactivate_user(email))
+        return user
+
     async def server_secret(self, name: str) -> bytes:
         rows = await self._fetchall("SELECT value FROM secrets WHERE name = ?", (name,))
         if rows:
@@ -209,14 +224,30 @@ class SQLiteStorage:
         revoked: bool = await self._writer.submit(ops.revoke_key(key_id))
         return revoked
 
-    async def key_candidates(self, prefix: str) -> list[tuple[str, User]]:
+    async def key_candidates(self, prefix: str) -> list[tuple[str, int, User]]:
         rows = await self._fetchall(
-            f"SELECT k.key_hash, {ops.USER_COLUMNS_U} FROM api_keys k "
+            f"SELECT k.key_hash, k.id, {ops.USER_COLUMNS_U} FROM api_keys k "
             "JOIN users u ON u.id = k.user_id "
             "WHERE k.prefix = ? AND k.revoked_at IS NULL AND u.active = 1",
             (prefix,),
         )
-        return [(row[0], ops.user_from_row(row[1:])) for row in rows]
+        return [(row[0], row[1], ops.user_from_row(row[2:])) for row in rows]
+
+    async def active_keys(self, key_ids: Collection[int]) -> set[int]:
+        if not key_ids:
+            return set()
+        # One bound parameter for any number of ids (a JSON array), so the statement
+        # never meets SQLite's limit on host parameters.
+        rows = await self._fetchall(
+            "SELECT k.id FROM api_keys k JOIN users u ON u.id = k.user_id "
+            "WHERE k.id IN (SELECT value FROM json_each(?)) "
+            "AND k.revoked_at IS NULL AND u.active = 1",
+            (orjson.dumps(sorted(key_ids)).decode(),),
+        )
+        return {row[0] for row in rows}
+
+    async def touch_key(self, key_id: int, when: str) -> None:
+        await self._writer.submit(ops.touch_key(key_id, when))
 
     # jobs ----------------------------------------------------------------------------
 
@@ -276,11 +307,21 @@ class SQLiteStorage:
         job_id: str,
         events: Sequence[NewEvent],
         expected_index: int | None = None,
+        *,
+        byte_limit: int | None = None,
     ) -> list[Event]:
         stored: list[Event] = await self._writer.submit(
-            ops.append(user_id, job_id, events, expected_index)
+            ops.append(user_id, job_id, events, expected_index, byte_limit)
         )
         return stored
+
+    async def job_bytes(self, user_id: int, job_id: str) -> int:
+        rows = await self._fetchall(
+            "SELECT byte_count FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
+        )
+        if not rows:
+            raise job_not_found()
+        return int(rows[0][0])
 
     async def read_events(self, job_id: str, from_index: int, limit: int) -> list[Event]:
         rows = await self._fetchall(

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from ..errors import Conflict, job_not_found
+from ..limits import check_job_bytes
 from ..models import FINAL_STATUSES, TRANSITIONS, APIKey, Event, Job, NewEvent, User, utcnow
 from .sqlite_writer import Op, Published
 
@@ -55,8 +56,15 @@ def job_from_row(row: Sequence[Any]) -> Job:
 
 
 def new_job_id() -> str:
-    """Random and non-enumerable: ids must not reveal how many jobs exist."""
-    return secrets.token_urlsafe(12)
+    """Random and non-enumerable: ids must not reveal how many jobs exist.
+
+    Never starting with ``-``: one id in 64 did, and ``streamer follow -xyz`` reads
+    that as an option (the CLI tests failed about once a run because of it).
+    """
+    while True:
+        job_id = secrets.token_urlsafe(12)
+        if not job_id.startswith("-"):
+            return job_id
 
 
 def create_user(name: str, email: str) -> Op:
@@ -111,6 +119,23 @@ def revoke_key(key_id: int) -> Op:
     return op
 
 
+def deactivate_user(email: str) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[User | None, Published]:
+        conn.execute("UPDATE users SET active = 0 WHERE email = ?", (email,))
+        row = conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email,)).fetchone()
+        return (user_from_row(row) if row else None), []
+
+    return op
+
+
+def touch_key(key_id: int, when: str) -> Op:
+    def op(conn: sqlite3.Connection) -> tuple[None, Published]:
+        conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (when, key_id))
+        return None, []
+
+    return op
+
+
 def create_job(user_id: int, name: str | None, metadata: dict[str, Any]) -> Op:
     def op(conn: sqlite3.Connection) -> tuple[Job, Published]:
         now = utcnow()
@@ -134,20 +159,26 @@ def _load_job(conn: sqlite3.Connection, user_id: int, job_id: str) -> Job:
     return job_from_row(row)
 
 
-def _timestamp(conn: sqlite3.Connection, job_id: str) -> str:
-    """Now, but never before the job's previous event, even if the wall clock stepped back."""
-    now = utcnow()
-    row = conn.execute("SELECT last_timestamp FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return max(now, row[0]) if row and row[0] else now
-
-
 def _insert_events(
-    conn: sqlite3.Connection, job: Job, events: Sequence[NewEvent], now: str
+    conn: sqlite3.Connection,
+    job: Job,
+    events: Sequence[NewEvent],
+    now: str,
+    byte_limit: int | None = None,
 ) -> list[Event]:
-    """Store ``events`` at the job's next indexes and move its status along."""
+    """Store ``events`` at the job's next indexes, count their bytes, move the status on.
+
+    The timestamp is now, but never before the job's previous event, even if the
+    wall clock stepped back.
+    """
     first = job.event_count
-    timestamp = _timestamp(conn, job.id)
+    last_timestamp, byte_count = conn.execute(
+        "SELECT last_timestamp, byte_count FROM jobs WHERE id = ?", (job.id,)
+    ).fetchone()
+    timestamp = max(now, last_timestamp) if last_timestamp else now
     stored = [event.encode(first + i, timestamp) for i, event in enumerate(events)]
+    size = sum(len(e.line) for e in stored)
+    check_job_bytes(byte_count, size, events, byte_limit)
     conn.executemany(
         "INSERT INTO events (job_id, idx, type, line) VALUES (?, ?, ?, ?)",
         [(job.id, e.index, e.type, e.line) for e in stored],
@@ -164,13 +195,28 @@ def _insert_events(
     job.updated_at = now
     conn.execute(
         "UPDATE jobs SET event_count = ?, status = ?, started_at = ?, finished_at = ?, "
-        "updated_at = ?, last_timestamp = ? WHERE id = ?",
-        (job.event_count, job.status, job.started_at, job.finished_at, now, timestamp, job.id),
+        "updated_at = ?, last_timestamp = ?, byte_count = byte_count + ? WHERE id = ?",
+        (
+            job.event_count,
+            job.status,
+            job.started_at,
+            job.finished_at,
+            now,
+            timestamp,
+            size,
+            job.id,
+        ),
     )
     return stored
 
 
-def append(user_id: int, job_id: str, events: Sequence[NewEvent], expected_index: int | None) -> Op:
+def append(
+    user_id: int,
+    job_id: str,
+    events: Sequence[NewEvent],
+    expected_index: int | None,
+    byte_limit: int | None = None,
+) -> Op:
     def op(conn: sqlite3.Connection) -> tuple[list[Event], Published]:
         job = _load_job(conn, user_id, job_id)
         if job.is_final:
@@ -180,7 +226,7 @@ def append(user_id: int, job_id: str, events: Sequence[NewEvent], expected_index
                 f"expected_index is {expected_index} but the next index is {job.event_count}",
                 next_index=job.event_count,
             )
-        stored = _insert_events(conn, job, events, utcnow())
+        stored = _insert_events(conn, job, events, utcnow(), byte_limit)
         return stored, [(job_id, stored)]
 
     return op

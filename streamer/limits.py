@@ -1,0 +1,124 @@
+"""Limits that are not a single size check: per-job bytes, append rate, open streams.
+
+All three are cheap on the hot path (a dict lookup and some arithmetic) and all
+three are **per node**: the append bucket and the stream count live in this
+process's memory, so on N nodes a key may append N times ``append_rate`` and a user
+may hold N times ``max_streams_per_user`` streams. Only the per-job byte cap is
+cluster-wide, because it is a column checked inside the append's transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .errors import PayloadTooLarge, TooManyRequests
+from .models import NewEvent
+
+# A job at its cap must still be finishable: a lone ``complete`` event whose data is
+# at most this long is always accepted (its line adds ~100 bytes past the cap).
+COMPLETE_DATA_ALLOWANCE = 1024
+STREAM_RETRY_AFTER = 5.0  # a slot frees when another stream ends; no better estimate
+
+
+def closes_job(events: Sequence[NewEvent]) -> bool:
+    """A lone ``complete`` event with no or short data: what a full job may still take."""
+    if len(events) != 1 or events[0].type != "complete":
+        return False
+    data = events[0].data
+    return data is None or len(data.encode("utf-8", "surrogatepass")) <= COMPLETE_DATA_ALLOWANCE
+
+
+def check_job_bytes(
+    stored: int, adding: int, events: Sequence[NewEvent], limit: int | None
+) -> None:
+    """Refuse (413 naming the cap) an append that would take a job past ``limit`` bytes.
+
+    Called inside the append's transaction with the job's row current, so the cap
+    holds exactly under concurrent appends on every backend.
+    """
+    if limit is None or stored + adding <= limit or closes_job(events):
+        return
+    raise PayloadTooLarge(
+        f"this append would take the job's log to {stored + adding} bytes, past its cap "
+        f"of {limit} bytes (max_job_bytes); it can still be finished with a complete event",
+        field="events",
+        limit=limit,
+        stored_bytes=stored,
+    )
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class AppendRate:
+    """A token bucket per API key: ``rate`` events per second, at most ``burst`` at once.
+
+    An append of ``n`` events needs ``n`` tokens; short of them it is refused (429)
+    with ``Retry-After`` saying when they will be there, and takes nothing, so a
+    client that waits as told succeeds. A batch larger than the whole bucket could
+    never pass and is a 413 instead. ``rate`` 0 turns the limiter off.
+    """
+
+    rate: float
+    burst: int
+    _buckets: dict[int, _Bucket] = field(default_factory=dict)
+
+    def take(self, key_id: int, events: int, now: float | None = None) -> None:
+        if self.rate <= 0:
+            return
+        if events > self.burst:
+            raise PayloadTooLarge(
+                f"a batch of {events} events is larger than the append burst of {self.burst} "
+                "(append_burst); send smaller batches",
+                field="events",
+                limit=self.burst,
+            )
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(key_id)
+        if bucket is None:
+            bucket = self._buckets[key_id] = _Bucket(float(self.burst), now)
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        if bucket.tokens < events:
+            wait = (events - bucket.tokens) / self.rate
+            raise TooManyRequests(
+                f"append rate limit of {self.rate:g} events/s per key (append_rate) reached",
+                retry_after=wait,
+            )
+        bucket.tokens -= events
+
+
+@dataclass
+class StreamSlots:
+    """Open streams per user on this node; ``acquire`` refuses the one past ``limit``."""
+
+    limit: int
+    _open: Counter[int] = field(default_factory=Counter)
+
+    def acquire(self, user_id: int) -> None:
+        if self._open[user_id] >= self.limit:
+            raise TooManyRequests(
+                f"this user already has {self.limit} open streams (max_streams_per_user); "
+                "close one first",
+                retry_after=STREAM_RETRY_AFTER,
+            )
+        self._open[user_id] += 1
+
+    def release(self, user_id: int) -> None:
+        self._open[user_id] -= 1
+        if self._open[user_id] <= 0:
+            del self._open[user_id]
+
+    def count(self, user_id: int) -> int:
+        return self._open[user_id]
+
+    @property
+    def total(self) -> int:
+        return sum(self._open.values())
