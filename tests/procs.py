@@ -24,6 +24,7 @@ class ServerProcess:
     port: int = 0
     key: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra STREAMER_* settings
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -38,7 +39,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 20) -> None:
         """Start and wait for /readyz; the first start records the printed admin key."""
-        env = {**os.environ, "STREAMER_DB": str(self.db), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "STREAMER_DB": str(self.db), "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
 import httpx
@@ -133,7 +134,8 @@ async def test_graceful_restart_and_reconnect_storm_of_2000_readers(tmp_path: Pa
     response ends; then all 2,000 reconnect at once (jittered over ~1 s, as the SSE
     `retry:` and client backoff do) and each resumes with no gap and no 5xx."""
     readers_n = 2000
-    server = ServerProcess(tmp_path / "many.db")
+    # One user holds all 2,000 streams here: lift the per-user cap (default 100).
+    server = ServerProcess(tmp_path / "many.db", env={"STREAMER_MAX_STREAMS_PER_USER": "5000"})
     server.start()
     try:
         headers = {"Authorization": f"Bearer {server.key}"}
@@ -147,7 +149,9 @@ async def test_graceful_restart_and_reconnect_storm_of_2000_readers(tmp_path: Pa
             for _ in range(readers_n)
         ]
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            deadline = time.monotonic() + 60
             while True:  # until every reader is connected and caught up
+                assert time.monotonic() < deadline, "readers did not all connect"
                 metrics = (await client.get("/metrics")).text
                 line = next(m for m in metrics.splitlines() if 'live_readers{transport="sse"}' in m)
                 if float(line.rsplit(" ", 1)[1]) >= readers_n:
