@@ -1,0 +1,464 @@
+"""Shared pieces of the benchmark suite: servers under test, /proc readings, stats, results.
+
+Every server is a subprocess started on a free loopback port and stopped by its own
+PID (``streamer serve`` with SIGTERM, nginx's master with SIGQUIT). Memory and CPU are
+read from ``/proc`` for the server's process tree (nginx master + workers), so a
+scenario can report server CPU next to the load generator's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results" / "results.jsonl"
+# One API key drives every subscriber of a run: lift the per-user stream cap (a
+# guard against abuse, not a cost), keep every other setting at its default.
+BENCH_ENV = {"STREAMER_MAX_STREAMS_PER_USER": "100000", "STREAMER_APPEND_RATE": "0"}
+KEY_LINE = re.compile(r"export STREAMER_API_KEY=(stk_\w+)")
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# ---------------------------------------------------------------- results and stats
+
+
+def git_rev() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
+        rev = out.stdout.strip() or "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "streamer"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+@dataclass
+class Recorder:
+    """Appends one JSON line per scenario run to the results file and echoes it."""
+
+    path: Path = RESULTS
+    run_id: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    rev: str = field(default_factory=git_rev)
+    quick: bool = False
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, scenario: str, **numbers: Any) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "rev": self.rev,
+            "run": self.run_id,
+            "ts": datetime.now(UTC).isoformat(timespec="seconds"),
+            "scenario": scenario,
+            "quick": self.quick,
+            "loadavg": round(os.getloadavg()[0], 2),
+            **numbers,
+        }
+        self.records.append(record)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, separators=(",", ":"))
+        with self.path.open("a") as out:
+            out.write(line + "\n")
+        print(line, flush=True)
+        return record
+
+
+def percentile(sorted_values: list[int] | list[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted list (0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    return float(sorted_values[k])
+
+
+def latency_ms(values_ns: list[int]) -> dict[str, float]:
+    """p50/p95/p99/max of nanosecond samples, in milliseconds."""
+    values = sorted(values_ns)
+    out = {f"p{p}_ms": round(percentile(values, p) / 1e6, 3) for p in (50, 95, 99)}
+    out["max_ms"] = round(values[-1] / 1e6, 3) if values else 0.0
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def payload(seq: int, size: int = 100) -> str:
+    """The event body: ``~<seq:010d> <monotonic ns:019d> xxx…`` padded to ``size``."""
+    head = f"~{seq:010d} {time.monotonic_ns():019d} "
+    return head + "x" * max(0, size - len(head))
+
+
+# ---------------------------------------------------------------- /proc readings
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its direct children (nginx master + workers)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICK
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class RSSSampler:
+    """Samples a process tree's RSS in a thread; ``peak`` is the highest seen."""
+
+    def __init__(self, pids: list[int], interval: float = 0.05) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.start_rss = rss_bytes(pids)
+        self.peak = self.start_rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss_bytes(self.pids))
+
+    def __enter__(self) -> RSSSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes(self.pids))
+
+
+# ---------------------------------------------------------------- servers under test
+
+
+@dataclass
+class Target:
+    """How the load generator talks to one server: paths and headers per transport."""
+
+    name: str
+    port: int
+    headers: dict[str, str]
+
+    def sub_path(self, channel: str, transport: str, from_index: int = 0) -> str:
+        raise NotImplementedError
+
+    def pub_path(self, channel: str) -> str:
+        raise NotImplementedError
+
+    def pub_body(self, data: str) -> bytes:
+        raise NotImplementedError
+
+
+class StreamerTarget(Target):
+    def sub_path(self, channel: str, transport: str, from_index: int = 0) -> str:
+        kind = "stream" if transport == "sse" else "ws"
+        return f"/api/v1/jobs/{channel}/events/{kind}?from_index={from_index}"
+
+    def pub_path(self, channel: str) -> str:
+        return f"/api/v1/jobs/{channel}/events"
+
+    def pub_body(self, data: str) -> bytes:
+        return b'{"data":"%s"}' % data.encode()
+
+
+class NchanTarget(Target):
+    def sub_path(self, channel: str, transport: str, from_index: int = 0) -> str:
+        return f"/sub/{channel}"
+
+    def pub_path(self, channel: str) -> str:
+        return f"/pub/{channel}"
+
+    def pub_body(self, data: str) -> bytes:
+        return data.encode()
+
+
+class Server:
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def pids(self) -> list[int]:
+        return [self.pid]
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pids())
+
+    def rss(self) -> int:
+        return rss_bytes(self.pids())
+
+    def target(self) -> Target:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _wait_ready(self, path: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+            try:
+                if httpx.get(self.url + path, timeout=1).status_code < 500:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise TimeoutError(f"{self.name} did not become ready: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return ""
+
+
+class StreamerServer(Server):
+    """``streamer serve`` on SQLite in a temporary directory (access log off)."""
+
+    name = "streamer"
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__(workdir)
+        self.db = workdir / f"streamer-{self.port}.db"
+        self.log = workdir / f"streamer-{self.port}.log"
+        self.env = env or {}
+        self.key = ""
+        self.client: httpx.Client | None = None
+
+    def start(self) -> None:
+        exe = Path(sys.executable).with_name("streamer")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **BENCH_ENV, **self.env}
+        for name in ("STREAMER_DB", "STREAMER_URL", "STREAMER_API_KEY"):
+            env.pop(name, None)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(exe), "serve", "--db", str(self.db), "--port", str(self.port)]
+                + ["--log-level", "warning"],
+                env=env,
+                stdout=out,
+                stderr=out,
+                cwd=self.workdir,
+            )
+        self._wait_ready("/readyz")
+        found = KEY_LINE.search(self.log.read_text())
+        if not found:
+            raise RuntimeError(f"no API key printed: {self.log_tail()}")
+        self.key = found.group(1)
+        self.client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
+        )
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def log_tail(self) -> str:
+        try:
+            return self.log.read_text()[-2000:]
+        except OSError:
+            return ""
+
+    def target(self) -> Target:
+        return StreamerTarget("streamer", self.port, {"Authorization": f"Bearer {self.key}"})
+
+    def create_job(self, name: str = "bench") -> str:
+        assert self.client is not None
+        response = self.client.post("/api/v1/jobs", json={"name": name})
+        response.raise_for_status()
+        job_id: str = response.json()["id"]
+        return job_id
+
+    def event_count(self, job_id: str) -> int:
+        assert self.client is not None
+        count: int = self.client.get(f"/api/v1/jobs/{job_id}").json()["event_count"]
+        return count
+
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` as {name{labels}: value}."""
+        text = httpx.get(self.url + "/metrics", timeout=5).text
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+
+
+def nchan_available() -> bool:
+    return shutil.which("nginx") is not None and NCHAN_MODULE.exists()
+
+
+class NchanServer(Server):
+    """nginx + Nchan from ``bench/nchan.conf``: one worker, a 1,000,000-message buffer."""
+
+    name = "nchan"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.prefix = Path(tempfile.mkdtemp(prefix=f"nchan-{self.port}-", dir=workdir))
+        self.conf = self.prefix / "nginx.conf"
+
+    def start(self) -> None:
+        nginx = shutil.which("nginx")
+        if nginx is None or not NCHAN_MODULE.exists():
+            raise RuntimeError("nginx with libnginx-mod-nchan is not installed")
+        template = (BENCH / "nchan.conf").read_text()
+        self.conf.write_text(
+            template.replace("@MODULE@", str(NCHAN_MODULE))
+            .replace("@PREFIX@", str(self.prefix))
+            .replace("@PORT@", str(self.port))
+        )
+        (self.prefix / "logs").mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [nginx, "-p", str(self.prefix), "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.prefix / "logs" / "stderr.log").open("ab"),
+        )
+        self._wait_ready("/healthz")
+        time.sleep(0.1)  # the worker is forked right after the master binds
+
+    def pids(self) -> list[int]:
+        return process_tree(self.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)  # nginx: graceful stop of master + workers
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(10)
+        self.proc = None
+
+    def log_tail(self) -> str:
+        try:
+            return (self.prefix / "logs" / "error.log").read_text()[-2000:]
+        except OSError:
+            return ""
+
+    def target(self) -> Target:
+        return NchanTarget("nchan", self.port, {})
+
+    def messages(self, channel: str) -> int:
+        """Messages Nchan holds for a channel (its channel-info answer to a GET on /pub)."""
+        response = httpx.get(
+            f"{self.url}/pub/{channel}", headers={"Accept": "application/json"}, timeout=10
+        )
+        if response.status_code == 404:
+            return 0
+        count: int = response.json()["messages"]
+        return count
+
+
+# ---------------------------------------------------------------- one suite run
+
+
+@dataclass
+class Suite:
+    """What every scenario gets: where to write, how big, which peers."""
+
+    recorder: Recorder
+    workdir: Path
+    quick: bool = False
+    nchan: bool = True
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    def servers(self) -> list[str]:
+        return ["streamer", "nchan"] if self.nchan else ["streamer"]
+
+    def server(self, name: str, env: dict[str, str] | None = None) -> Server:
+        if name == "nchan":
+            return NchanServer(self.workdir)
+        return StreamerServer(self.workdir, env)
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
