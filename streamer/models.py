@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from .errors import BadRequest, PayloadTooLarge, Unprocessable
+from .errors import BadRequest, Conflict, PayloadTooLarge, Unprocessable
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
@@ -140,6 +140,34 @@ class APIKey:
     created_at: str
     last_used_at: str | None
     active: bool
+
+
+def apply_changes(job: Job, changes: dict[str, Any], now: str) -> NewEvent | None:
+    """Check a PATCH against the job's status and apply it to ``job`` in memory.
+
+    Returns the ``complete`` event the server must append, in the same transaction,
+    when the job becomes final (API.md: every log ends with exactly one); the caller
+    appends it and then sets ``job.status`` to the target, so a cancelled job stays
+    ``cancelled`` rather than the ``failed`` its ``success: false`` would imply. One
+    function for every backend: the state machine cannot differ between them.
+    """
+    status = changes.get("status")
+    closing = None
+    if status is not None and status != job.status:
+        if status not in TRANSITIONS.get(job.status, frozenset()):
+            raise Conflict(f"cannot move a {job.status} job to {status}", job_status=job.status)
+        if status in FINAL_STATUSES:
+            closing = NewEvent("complete", None, status == "completed")
+        else:
+            job.status = status
+            job.started_at = job.started_at or now
+    elif status is not None and job.is_final:
+        raise Conflict(f"job is already {job.status}", job_status=job.status)
+    for key in RUNNER_FIELDS:
+        if key in changes:
+            setattr(job, key, changes[key])
+    job.updated_at = now
+    return closing
 
 
 # --- validation of client input -------------------------------------------------------

@@ -23,7 +23,7 @@ import orjson
 
 from ..errors import Conflict, job_not_found
 from ..limits import check_job_bytes
-from ..models import FINAL_STATUSES, TRANSITIONS, APIKey, Event, Job, NewEvent, User, utcnow
+from ..models import APIKey, Event, Job, NewEvent, User, apply_changes, utcnow
 from .postgres_watch import CHANNEL, payload
 from .sqlite_ops import JOB_COLUMNS, USER_COLUMNS, job_from_row, new_job_id, user_from_row
 
@@ -140,24 +140,11 @@ async def _update(
     job, last_timestamp, _ = await lock_job(conn, user_id, job_id)
     now = utcnow()
     published: Published = []
-    status = changes.get("status")
-    if status is not None and status != job.status:
-        if status not in TRANSITIONS.get(job.status, frozenset()):
-            raise Conflict(f"cannot move a {job.status} job to {status}", job_status=job.status)
-        if status in FINAL_STATUSES:
-            closing = NewEvent("complete", None, status == "completed")
-            stored = await insert_events(conn, node, job, last_timestamp, [closing])
-            published.append((job_id, stored))
-            job.status = status  # cancelled stays cancelled, not "failed"
-        else:
-            job.status = status
-            job.started_at = job.started_at or now
-    elif status is not None and job.is_final:
-        raise Conflict(f"job is already {job.status}", job_status=job.status)
-    for key in ("container_id", "runner"):
-        if key in changes:
-            setattr(job, key, changes[key])
-    job.updated_at = now
+    closing = apply_changes(job, changes, now)
+    if closing is not None:
+        stored = await insert_events(conn, node, job, last_timestamp, [closing])
+        published.append((job_id, stored))
+        job.status = changes["status"]
     await conn.execute(
         "UPDATE jobs SET status = $1, started_at = $2, container_id = $3, runner = $4, "
         "updated_at = $5 WHERE id = $6",

@@ -18,7 +18,7 @@ import orjson
 
 from ..errors import Conflict, job_not_found
 from ..limits import check_job_bytes
-from ..models import FINAL_STATUSES, TRANSITIONS, APIKey, Event, Job, NewEvent, User, utcnow
+from ..models import APIKey, Event, Job, NewEvent, User, apply_changes, utcnow
 from .sqlite_writer import Op, Published
 
 USER_COLUMNS = "id, name, email, active, created_at"
@@ -237,24 +237,10 @@ def update_job(user_id: int, job_id: str, changes: dict[str, Any]) -> Op:
         job = _load_job(conn, user_id, job_id)
         now = utcnow()
         published: Published = []
-        status = changes.get("status")
-        if status is not None and status != job.status:
-            if status not in TRANSITIONS.get(job.status, frozenset()):
-                raise Conflict(f"cannot move a {job.status} job to {status}", job_status=job.status)
-            if status in FINAL_STATUSES:
-                closing = NewEvent("complete", None, status == "completed")
-                stored = _insert_events(conn, job, [closing], now)
-                published.append((job_id, stored))
-                job.status = status  # cancelled stays cancelled, not "failed"
-            else:
-                job.status = status
-                job.started_at = job.started_at or now
-        elif status is not None and job.is_final:
-            raise Conflict(f"job is already {job.status}", job_status=job.status)
-        for key in ("container_id", "runner"):
-            if key in changes:
-                setattr(job, key, changes[key])
-        job.updated_at = now
+        closing = apply_changes(job, changes, now)
+        if closing is not None:
+            published.append((job_id, _insert_events(conn, job, [closing], now)))
+            job.status = changes["status"]
         conn.execute(
             "UPDATE jobs SET status = ?, started_at = ?, container_id = ?, runner = ?, "
             "updated_at = ? WHERE id = ?",
