@@ -129,7 +129,7 @@ def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlett
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         install_log_filter()  # now: uvicorn has configured its loggers by this point
         storage = open_storage(settings.db_url, settings)
-        hub = Hub(settings.subscriber_buffer)
+        hub = Hub(settings.subscriber_buffer, settings.keepalive_seconds)
         storage.on_commit = hub.publish
         await storage.open()
         ctx = Context(settings, storage, hub, hooks or FollowHooks())
@@ -143,6 +143,7 @@ def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlett
         tasks = [
             asyncio.create_task(feed_hub(), name="streamer-watch"),
             asyncio.create_task(recheck_credentials(ctx), name="streamer-auth-recheck"),
+            asyncio.create_task(hub.run_keepalive(), name="streamer-keepalive"),
         ]
         if settings.retention:
             age = retention.parse_duration(settings.retention)

@@ -63,7 +63,6 @@ class Context:
             start,
             live=live and not job.is_final,
             page_size=self.settings.max_page_events,
-            keepalive=self.settings.keepalive_seconds,
             hooks=self.hooks,
             transport=transport,
         )

@@ -79,8 +79,8 @@ class Follow:
     """Events of one job from ``from_index`` on, replayed then live, each exactly once.
 
     Iterate ``batches()``: each item is a non-empty list of consecutive events
-    (coalesced, so a transport can send them in one write), or an empty list after
-    ``keepalive`` seconds of silence. Iteration ends after the ``complete`` event,
+    (coalesced, so a transport can send them in one write), or an empty list when a
+    keepalive is due (the hub's ticker decides). Iteration ends after ``complete``,
     after the stored events when ``live`` is false, or when ``close()`` is called
     (``closed`` then says why: disconnect, shutdown, deleted).
     """
@@ -94,7 +94,6 @@ class Follow:
         *,
         live: bool = True,
         page_size: int = 1000,
-        keepalive: float | None = None,
         hooks: FollowHooks | None = None,
         transport: str = "internal",
     ) -> None:
@@ -104,7 +103,6 @@ class Follow:
         self.next_index = from_index
         self.live = live
         self.page_size = page_size
-        self.keepalive = keepalive
         self.hooks = hooks or FollowHooks()
         self.transport = transport
         self.replayed = 0  # events read from storage (replay and catch-up)
@@ -169,9 +167,7 @@ class Follow:
             if self.hooks.after_replay is not None:
                 await self.hooks.after_replay(self.job_id)
             while not self.complete:
-                if not await subscription.wait(self.keepalive):
-                    yield []
-                    continue
+                await subscription.wait()
                 if subscription.closed is not None:
                     self.closed = subscription.closed
                     return
@@ -180,7 +176,12 @@ class Follow:
                     async for page in self._replay():
                         yield page
                     continue
-                run, gap = self._contiguous(subscription.take())
+                events = subscription.take()
+                if not events:
+                    if subscription.take_idle():
+                        yield []  # the transport sends its keepalive
+                    continue
+                run, gap = self._contiguous(events)
                 if run:
                     yield self._advance(run)
                 if gap and not self.complete:

@@ -15,10 +15,10 @@ def events(start: int, n: int) -> list:  # type: ignore[type-arg]
 async def test_publish_buffers_in_order_and_wakes_the_reader() -> None:
     hub = Hub(buffer_limit=10)
     sub = hub.subscribe("job")
-    waiter = asyncio.create_task(sub.wait(None))
+    waiter = asyncio.create_task(sub.wait())
     await asyncio.sleep(0)
     hub.publish("job", events(0, 3))
-    assert await asyncio.wait_for(waiter, 1) is True
+    await asyncio.wait_for(waiter, 1)
     assert [e.index for e in sub.take()] == [0, 1, 2]
     assert sub.take() == []
 
@@ -37,14 +37,21 @@ async def test_overflow_marks_lagged_and_drops_the_buffer_instead_of_growing() -
     assert [e.index for e in slow.take()] == [8]
 
 
-async def test_wait_times_out_and_close_wakes_with_a_reason() -> None:
-    hub = Hub(buffer_limit=5)
+async def test_the_ticker_marks_quiet_subscriptions_idle_and_close_wakes_with_a_reason() -> None:
+    hub = Hub(buffer_limit=5, keepalive=0.03)
+    ticker = asyncio.create_task(hub.run_keepalive())
     sub = hub.subscribe("job")
-    assert await sub.wait(0.01) is False
-    waiter = asyncio.create_task(sub.wait(None))
+    await asyncio.wait_for(sub.wait(), 1)  # woken by the ticker: three quiet ticks
+    assert sub.take_idle() and not sub.take_idle()
+    hub.publish("job", events(0, 1))
+    assert not sub.idle and sub.quiet == 0, "an event resets the quiet count"
+    sub.take()
+    waiter = asyncio.create_task(sub.wait())
     await asyncio.sleep(0)
     hub.close_job("job", "deleted")
-    assert await asyncio.wait_for(waiter, 1) is True and sub.closed == "deleted"
+    await asyncio.wait_for(waiter, 1)
+    assert sub.closed == "deleted"
+    ticker.cancel()
     hub.unsubscribe(sub)
     assert hub.subscriber_count == 0
 
