@@ -105,6 +105,20 @@ class Job:
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    def record_append(self, last: NewEvent, count: int, now: str) -> None:
+        """Move the job past an append of ``count`` events ending with ``last``: a
+        ``complete`` event makes it final, any event starts a queued job. One rule for
+        every backend."""
+        if last.type == "complete":
+            self.status = "completed" if last.success else "failed"
+            self.finished_at = now
+        elif self.status == "queued":
+            self.status = "running"
+        if self.status == "running" and self.started_at is None:
+            self.started_at = now
+        self.event_count += count
+        self.updated_at = now
+
     def public(self) -> dict[str, Any]:
         return {
             "id": self.id,

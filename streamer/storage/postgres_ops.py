@@ -81,16 +81,7 @@ async def insert_events(
     stored = [event.encode(first + i, timestamp) for i, event in enumerate(events)]
     size = sum(len(e.line) for e in stored)
     check_job_bytes(byte_count, size, events, byte_limit)
-    last = events[-1]
-    if last.type == "complete":
-        job.status = "completed" if last.success else "failed"
-        job.finished_at = now
-    elif job.status == "queued":
-        job.status = "running"
-    if job.status == "running" and job.started_at is None:
-        job.started_at = now
-    job.event_count = first + len(stored)
-    job.updated_at = now
+    job.record_append(events[-1], len(stored), now)
     await conn.execute(
         INSERT_EVENTS,
         job.id,

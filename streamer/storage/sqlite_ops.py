@@ -183,16 +183,7 @@ def _insert_events(
         "INSERT INTO events (job_id, idx, type, line) VALUES (?, ?, ?, ?)",
         [(job.id, e.index, e.type, e.line) for e in stored],
     )
-    last = events[-1]
-    if last.type == "complete":
-        job.status = "completed" if last.success else "failed"
-        job.finished_at = now
-    elif job.status == "queued":
-        job.status = "running"
-    if job.status == "running" and job.started_at is None:
-        job.started_at = now
-    job.event_count = first + len(stored)
-    job.updated_at = now
+    job.record_append(events[-1], len(stored), now)
     conn.execute(
         "UPDATE jobs SET event_count = ?, status = ?, started_at = ?, finished_at = ?, "
         "updated_at = ?, last_timestamp = ?, byte_count = byte_count + ? WHERE id = ?",
