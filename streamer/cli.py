@@ -1,9 +1,8 @@
 """``streamer ...``: the one entry point. ``main(argv) -> int`` so tests run it in process.
 
-Admin commands (``users``, ``keys``) work on the database directly, like a
-framework's manage commands; they need ``STREAMER_DB`` / ``--db`` to name the same
-database as the server. Client commands (``follow``, ``run``, ``jobs``) talk HTTP to
-``STREAMER_URL`` with ``STREAMER_API_KEY``.
+Here: the parser, ``serve`` and the client commands (``follow``, ``run``, ``jobs``),
+which talk HTTP to ``STREAMER_URL`` with ``STREAMER_API_KEY``. The admin commands
+that work on the database directly are in ``admin``.
 """
 
 from __future__ import annotations
@@ -11,20 +10,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import auth
+from . import admin
 from .client import Client, ClientError, load_client_settings, stderr_notice
-from .config import SETTINGS, Settings, load_settings
+from .config import SETTINGS, load_settings
 from .errors import StreamerError
 from .models import STATUSES
-from .storage import Storage, open_storage, redact_url
-from .terminal import LogPrinter, sanitize, use_color
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+from .storage import redact_url
+from .terminal import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    LogPrinter,
+    print_rows,
+    use_color,
+)
 
 
 def _serve_parser(sub: Any) -> None:
@@ -154,30 +158,6 @@ def _client_parsers(sub: Any) -> None:
         parser.add_argument("--json", action="store_true")
 
 
-async def _with_storage(settings: Settings, action: Callable[[Storage], Awaitable[int]]) -> int:
-    storage = open_storage(settings.db_url, settings)
-    await storage.open()
-    try:
-        return await action(storage)
-    finally:
-        await storage.close()
-
-
-async def ensure_first_user(settings: Settings) -> str | None:
-    """On a database with no users, create one and return its key (shown once)."""
-
-    created: list[str] = []
-
-    async def action(storage: Storage) -> int:
-        if await storage.count_users() == 0:
-            _, key = await auth.create_user_with_key(storage, "admin", "admin@localhost")
-            created.append(key)
-        return 0
-
-    await _with_storage(settings, action)
-    return created[0] if created else None
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import build_server
     from .workers import is_postgres, serve_workers
@@ -193,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    key = asyncio.run(ensure_first_user(settings))
+    key = asyncio.run(admin.ensure_first_user(settings))
     print(f"streamer: database {redact_url(settings.db_url)}", file=sys.stderr)
     if key is not None:
         print(
@@ -207,102 +187,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve_workers(settings, args.workers, args.log_level)
     build_server(settings, log_level=args.log_level).run()
     return EXIT_OK
-
-
-def cmd_users(args: argparse.Namespace) -> int:
-    async def listing(storage: Storage) -> int:
-        rows = [
-            {
-                "id": u.id,
-                "name": u.name,
-                "email": u.email,
-                "active": u.active,
-                "created_at": u.created_at,
-            }
-            for u in await storage.list_users()
-        ]
-        print_rows(rows, args.json, ["id", "name", "email", "active", "created_at"])
-        return EXIT_OK
-
-    async def deactivate(storage: Storage) -> int:
-        user = await storage.deactivate_user(args.email)
-        if user is None:
-            print(f"streamer: no user with email {args.email}", file=sys.stderr)
-            return EXIT_FAILED
-        print(
-            f"deactivated user {user.id} ({user.email}): its keys are refused now and its "
-            "open streams close within a few seconds"
-        )
-        return EXIT_OK
-
-    async def create(storage: Storage) -> int:
-        if await storage.get_user_by_email(args.email) is not None:
-            print(f"streamer: a user with email {args.email} already exists", file=sys.stderr)
-            return EXIT_USAGE
-        user, key = await auth.create_user_with_key(storage, args.name, args.email)
-        print(f"created user {user.id} ({user.email}); API key (shown once):")
-        print(key)
-        return EXIT_OK
-
-    actions = {"create": create, "list": listing, "deactivate": deactivate}
-    return asyncio.run(_with_storage(load_settings(db=args.db), actions[args.action]))
-
-
-def cmd_keys(args: argparse.Namespace) -> int:
-    async def action(storage: Storage) -> int:
-        if args.action == "revoke":
-            if await storage.revoke_key(args.key_id):
-                print(f"revoked key {args.key_id}")
-                return EXIT_OK
-            print(f"streamer: no active key with id {args.key_id}", file=sys.stderr)
-            return EXIT_FAILED
-        user = await storage.get_user_by_email(args.email)
-        if user is None:
-            print(f"streamer: no user with email {args.email}", file=sys.stderr)
-            return EXIT_FAILED
-        if args.action == "create":
-            key = await auth.issue_key(storage, user.id, args.name)
-            print(f"created key {args.name!r} for {user.email}; shown once:")
-            print(key)
-            return EXIT_OK
-        keys = await storage.list_keys(user.id)
-        rows = [
-            {
-                "id": k.id,
-                "name": k.name,
-                "prefix": k.prefix,
-                "created_at": k.created_at,
-                "last_used_at": k.last_used_at,
-                "active": k.active,
-            }
-            for k in keys
-        ]
-        print_rows(
-            rows, args.json, ["id", "name", "prefix", "created_at", "last_used_at", "active"]
-        )
-        return EXIT_OK
-
-    return asyncio.run(_with_storage(load_settings(db=args.db), action))
-
-
-def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
-    """A readable table for people, or a JSON array for scripts.
-
-    Cells are sanitized: a job name is remote text, and must not drive the terminal.
-    """
-    if as_json:
-        import orjson
-
-        print(orjson.dumps(rows).decode())
-        return
-    cells = [[str(c).upper() for c in columns]]
-    cells += [
-        ["-" if row.get(c) is None else sanitize(str(row[c]), color=False) for c in columns]
-        for row in rows
-    ]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -372,48 +256,15 @@ def exit_status(error: ClientError) -> int:
     return EXIT_UNREACHABLE
 
 
-def cmd_gc(args: argparse.Namespace) -> int:
-    from .retention import parse_duration, sweep
-
-    try:
-        age = parse_duration(args.older_than)
-    except ValueError as exc:
-        print(f"streamer: --older-than: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-
-    async def action(storage: Storage) -> int:
-        print(f"deleted {await sweep(storage, age)} finished jobs older than {args.older_than}")
-        return EXIT_OK
-
-    return asyncio.run(_with_storage(load_settings(db=args.db), action))
-
-
-def cmd_backup(args: argparse.Namespace) -> int:
-    from .retention import backup
-    from .workers import is_postgres
-
-    settings = load_settings(db=args.db)
-    if is_postgres(settings.db_url):
-        print("streamer: back up PostgreSQL with pg_dump; `backup` is for SQLite", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        backup(settings.db_url, args.path)
-    except (FileExistsError, OSError, sqlite3.Error) as exc:
-        print(f"streamer: backup failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"backed up {settings.db_url} to {args.path}")
-    return EXIT_OK
-
-
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
-    "users": cmd_users,
-    "keys": cmd_keys,
+    "users": admin.cmd_users,
+    "keys": admin.cmd_keys,
     "follow": cmd_follow,
     "run": cmd_run,
     "jobs": cmd_jobs,
-    "gc": cmd_gc,
-    "backup": cmd_backup,
+    "gc": admin.cmd_gc,
+    "backup": admin.cmd_backup,
 }
 
 

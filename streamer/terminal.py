@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
-from typing import Protocol, TextIO
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol, TextIO
+
+import orjson
 
 # One alternation, tried left to right: allowed styling first, then a CRLF (kept),
 # then any single control character (escaped).
@@ -135,3 +137,26 @@ class LogPrinter:
             self.out.write(RESET)
             self.out.flush()
             self.styled = False
+
+
+# --- what a command prints and returns ---------------------------------------------
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:
+    """A readable table for people, or a JSON array for scripts.
+
+    Cells are sanitized: a job name is remote text, and must not drive the terminal.
+    """
+    if as_json:
+        print(orjson.dumps(rows).decode())
+        return
+    cells = [[str(c).upper() for c in columns]]
+    cells += [
+        ["-" if row.get(c) is None else sanitize(str(row[c]), color=False) for c in columns]
+        for row in rows
+    ]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
