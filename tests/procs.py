@@ -16,6 +16,37 @@ import httpx
 from .conftest import free_socket
 
 KEY_LINE = re.compile(r"export STREAMER_API_KEY=(stk_\w+)")
+STREAMER = str(Path(sys.executable).with_name("streamer"))
+
+
+def cli_user_key(db_url: str, name: str) -> str:
+    """Create a user with ``streamer users create`` (a real process) and return its key."""
+    created = subprocess.run(
+        [STREAMER, "users", "create", "--db", db_url, "--name", name, "--email", f"{name}@x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return created.stdout.strip().splitlines()[-1]
+
+
+def wait_until_up(
+    url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 30, status: int = 200
+) -> None:
+    """Poll ``url`` until it answers ``status`` (any status if 0); fail at once if the
+    process dies, and after ``timeout`` seconds. Polling: a process has no event to await."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{what} exited with {proc.returncode}"
+        try:
+            answered = httpx.get(url, timeout=1).status_code
+            if not status or answered == status:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not come up at {url}")
 
 
 @dataclass
@@ -56,16 +87,10 @@ class ServerProcess:
                 stdout=out,
                 stderr=out,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            raise TimeoutError(f"server did not become ready:\n{self.log.read_text()}")
+        try:
+            wait_until_up(f"{self.url}/readyz", self.proc, "streamer serve", timeout)
+        except (AssertionError, TimeoutError) as exc:
+            raise TimeoutError(f"{exc}:\n{self.log.read_text()}") from exc
         if not self.key:
             found = KEY_LINE.search(self.log.read_text())
             assert found, "first start must print the admin key"

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,10 +17,10 @@ import pytest
 import websockets
 
 from .clients import parse_sse
+from .procs import STREAMER, cli_user_key, wait_until_up
 from .test_postgres_nodes import free_port
 from .test_storage_contract import pg_database
 
-STREAMER = str(Path(sys.executable).with_name("streamer"))
 CONFIG = Path(__file__).parent.parent / "deploy" / "nginx.conf"
 READ_TIMEOUT = 3  # seconds: short, so an idle period longer than it fits in a test
 KEEPALIVE = 1.0
@@ -35,29 +34,10 @@ class Front:
     key: str
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"{what} exited"
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise TimeoutError(what)
-
-
 @pytest.fixture
 async def front(tmp_path: Path) -> AsyncIterator[Front]:
     async with pg_database() as (db_url, _):
-        created = subprocess.run(
-            [STREAMER, "users", "create", "--db", db_url, "--name", "n", "--email", "n@x"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        key = created.stdout.strip().splitlines()[-1]
+        key = cli_user_key(db_url, "n")
         env = {**os.environ, "STREAMER_KEEPALIVE_SECONDS": str(KEEPALIVE)}
         procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -80,7 +60,7 @@ async def front(tmp_path: Path) -> AsyncIterator[Front]:
                         stderr=subprocess.DEVNULL,
                     )
                 )
-                wait_http(f"http://127.0.0.1:{port}/readyz", procs[-1], "node")
+                wait_until_up(f"http://127.0.0.1:{port}/readyz", procs[-1], "node")
             listen = free_port()
             prefix = tmp_path / "nginx"
             prefix.mkdir()
@@ -109,7 +89,7 @@ async def front(tmp_path: Path) -> AsyncIterator[Front]:
                     stderr=subprocess.DEVNULL,
                 )
             )
-            wait_http(f"http://127.0.0.1:{listen}/healthz", procs[-1], "nginx")
+            wait_until_up(f"http://127.0.0.1:{listen}/healthz", procs[-1], "nginx", status=0)
             yield Front(f"http://127.0.0.1:{listen}", key)
         finally:
             for proc in reversed(procs):

@@ -15,8 +15,6 @@ import os
 import random
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +24,9 @@ import httpx
 import pytest
 
 from .clients import parse_sse
+from .procs import STREAMER, cli_user_key, wait_until_up
 from .test_storage_contract import pg_admin, pg_admin_url, with_url_part
 
-STREAMER = str(Path(sys.executable).with_name("streamer"))
 READY_SECONDS = 30.0
 
 
@@ -77,17 +75,10 @@ def start_node(db_url: str, log: Path) -> Node:
 
 def wait_ready(node: Node) -> None:
     """Until ``/readyz`` answers 200; fail with the node's log if it dies or never does."""
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if node.process.poll() is not None:
-            pytest.fail(f"node exited {node.process.returncode}:\n{node.log.read_text()}")
-        try:
-            if httpx.get(f"{node.url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"node not ready after {READY_SECONDS} s:\n{node.log.read_text()}")
+    try:
+        wait_until_up(f"{node.url}/readyz", node.process, "node", READY_SECONDS)
+    except (AssertionError, TimeoutError) as exc:
+        pytest.fail(f"{exc}:\n{node.log.read_text()}")
 
 
 def stop(node: Node) -> None:
@@ -110,24 +101,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     logs = tmp_path_factory.mktemp("nodes")
     nodes: list[Node] = []
     try:
-        created = subprocess.run(  # noqa: S603
-            [
-                STREAMER,
-                "users",
-                "create",
-                "--db",
-                db_url,
-                "--name",
-                "x",
-                "--email",
-                "x@example.com",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        key = created.stdout.strip().splitlines()[-1]
+        key = cli_user_key(db_url, "x")
         nodes = [start_node(db_url, logs / "a.log"), start_node(db_url, logs / "b.log")]
         for node in nodes:
             wait_ready(node)

@@ -6,8 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,10 +13,9 @@ import httpx
 from streamer.cli import main
 
 from .clients import SSEClient
+from .procs import STREAMER, cli_user_key, wait_until_up
 from .test_postgres_nodes import free_port
 from .test_storage_contract import pg_database
-
-STREAMER = str(Path(sys.executable).with_name("streamer"))
 
 
 def test_several_workers_on_sqlite_are_refused_with_a_reason(
@@ -32,14 +29,7 @@ def test_several_workers_on_sqlite_are_refused_with_a_reason(
 async def test_readers_see_appends_made_through_any_worker(tmp_path: Path) -> None:
     """Two workers share the port; readers and producers land on either, all get all."""
     async with pg_database() as (db_url, _):
-        created = subprocess.run(
-            [STREAMER, "users", "create", "--db", db_url, "--name", "w", "--email", "w@x"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        key = created.stdout.strip().splitlines()[-1]
+        key = cli_user_key(db_url, "w")
         port = free_port()
         log = (tmp_path / "workers.log").open("wb")
         proc = subprocess.Popen(
@@ -61,15 +51,7 @@ async def test_readers_see_appends_made_through_any_worker(tmp_path: Path) -> No
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and proc.poll() is None
-                await asyncio.sleep(0.1)
+            await asyncio.to_thread(wait_until_up, f"{url}/readyz", proc, "workers")
             headers = {"Authorization": f"Bearer {key}"}
             async with httpx.AsyncClient(base_url=url, headers=headers) as client:
                 job = (await client.post("/api/v1/jobs", json={})).json()["id"]
