@@ -120,6 +120,25 @@ SETTINGS: tuple[Setting, ...] = (
         2.0,
         "how often open streams re-check that their key is unrevoked and its user active",
     ),
+    Setting(
+        "max_stream_starts_per_second",
+        0.0,
+        "new SSE, WebSocket and text-log streams per second on this node, all users together "
+        "(token bucket; 503 + Retry-After / close 1013 above); 0 is off",
+    ),
+    Setting(
+        "stream_start_burst",
+        200,
+        "streams that may start at once when max_stream_starts_per_second is on "
+        "(the bucket's size)",
+    ),
+    Setting(
+        "log_format",
+        "text",
+        "text (one readable line per request and per stream start and end) or json (one JSON "
+        "object per line, for log collectors)",
+        "--log-format",
+    ),
 )
 
 
@@ -150,6 +169,9 @@ class Settings:
     append_burst: int = 10_000
     max_job_bytes: int = 256 << 20
     auth_recheck_seconds: float = 2.0
+    max_stream_starts_per_second: float = 0.0
+    stream_start_burst: int = 200
+    log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -196,7 +218,17 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         raise SystemExit(f"STREAMER_SYNC must be normal or full, got {settings.sync!r}")
     if any("*" in origin for origin in settings.cors_allowlist):
         raise SystemExit("STREAMER_CORS_ORIGINS must list exact origins; '*' is refused")
-    for name in ("ws_max_message_bytes", "max_streams_per_user", "append_burst", "max_job_bytes"):
+    if settings.log_format not in ("text", "json"):
+        raise SystemExit(f"STREAMER_LOG_FORMAT must be text or json, got {settings.log_format!r}")
+    if settings.max_stream_starts_per_second < 0:
+        raise SystemExit("STREAMER_MAX_STREAM_STARTS_PER_SECOND must be >= 0")
+    for name in (
+        "ws_max_message_bytes",
+        "max_streams_per_user",
+        "append_burst",
+        "max_job_bytes",
+        "stream_start_burst",
+    ):
         if getattr(settings, name) < 1:
             raise SystemExit(f"STREAMER_{name.upper()} must be at least 1")
     if settings.append_rate < 0 or settings.auth_recheck_seconds <= 0:

@@ -10,6 +10,7 @@
     ├── Unprocessable              422 / 1008   well-formed JSON, wrong content
     ├── TooManyRequests            429 / 1013   a rate or concurrency limit; Retry-After
     └── Unavailable                503 / 1011   storage unreachable or full
+        └── Overloaded             503 / 1013   the node sheds load (stream-start rate); Retry-After
 
 Handlers raise these; the app turns them into RFC 9457 problem+json bodies and the
 WebSocket adapter into close codes, so no route decides its own error format.
@@ -85,13 +86,31 @@ class TooManyRequests(StreamerError):
     status, ws_code, title = 429, 1013, "Too Many Requests"
 
     def __init__(self, detail: str, retry_after: float, **extra: Any) -> None:
-        seconds = max(1, math.ceil(retry_after))  # Retry-After is whole seconds
+        seconds = whole_seconds(retry_after)
         super().__init__(detail, retry_after=seconds, **extra)
         self.headers["Retry-After"] = str(seconds)
 
 
 class Unavailable(StreamerError):
     status, ws_code, title = 503, 1011, "Service Unavailable"
+
+
+class Overloaded(Unavailable):
+    """This node refuses new work for a moment (the stream-start rate limit): 503 with
+    ``Retry-After``, not 429, because it is about the server's load, not the caller's
+    use; WebSockets get 1013 (try again later). Clients already retry both."""
+
+    ws_code = 1013
+
+    def __init__(self, detail: str, retry_after: float, **extra: Any) -> None:
+        seconds = whole_seconds(retry_after)
+        super().__init__(detail, retry_after=seconds, **extra)
+        self.headers["Retry-After"] = str(seconds)
+
+
+def whole_seconds(retry_after: float) -> int:
+    """``Retry-After`` is whole seconds, at least 1 (0 would invite an instant retry)."""
+    return max(1, math.ceil(retry_after))
 
 
 def job_not_found() -> NotFound:

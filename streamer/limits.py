@@ -1,10 +1,11 @@
-"""Limits that are not a single size check: per-job bytes, append rate, open streams.
+"""Limits that are not a single size check: per-job bytes, append rate, open streams,
+and the rate at which this node accepts new streams.
 
-All three are cheap on the hot path (a dict lookup and some arithmetic) and all
-three are **per node**: the append bucket and the stream count live in this
-process's memory, so on N nodes a key may append N times ``append_rate`` and a user
-may hold N times ``max_streams_per_user`` streams. Only the per-job byte cap is
-cluster-wide, because it is a column checked inside the append's transaction.
+All are cheap on the hot path (a dict lookup and some arithmetic) and all but one
+are **per node**: the buckets and the stream count live in this process's memory,
+so on N nodes a key may append N times ``append_rate`` and a user may hold N times
+``max_streams_per_user`` streams. Only the per-job byte cap is cluster-wide,
+because it is a column checked inside the append's transaction.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .errors import PayloadTooLarge, TooManyRequests
+from .errors import Overloaded, PayloadTooLarge, TooManyRequests
 from .models import NewEvent
 
 # A job at its cap must still be finishable: a lone ``complete`` event whose data is
@@ -93,6 +94,43 @@ class AppendRate:
                 retry_after=wait,
             )
         bucket.tokens -= events
+
+
+@dataclass
+class StreamStartRate:
+    """New streams per second on this node, all users together: a token bucket of
+    ``burst`` that refills at ``rate``; the start past it is ``Overloaded`` (503 with
+    ``Retry-After``; WebSocket 1013). ``rate`` 0 turns it off.
+
+    It protects the node, not fairness between users (``StreamSlots`` does that), so
+    it is checked before the credential is looked up: a reconnect storm of thousands
+    of readers costs this node a few arithmetic operations per refused start, not a
+    database read each, and the readers come back spread over the next seconds.
+    """
+
+    rate: float
+    burst: int
+    refused: int = 0
+    _bucket: _Bucket | None = None
+
+    def take(self, now: float | None = None) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        bucket = self._bucket
+        if bucket is None:
+            bucket = self._bucket = _Bucket(float(self.burst), now)
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
+        if bucket.tokens < 1:
+            self.refused += 1
+            raise Overloaded(
+                f"too many streams starting on this server: over {self.rate:g}/s "
+                "(max_stream_starts_per_second); try again later",
+                retry_after=(1 - bucket.tokens) / self.rate,
+                limit=self.rate,
+            )
+        bucket.tokens -= 1
 
 
 @dataclass

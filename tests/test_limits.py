@@ -3,8 +3,9 @@
 Request body (413, also chunked without Content-Length, cut off at the limit),
 event ``data`` (413), batch size (413), WebSocket message size (close 1009),
 streams per user (429 with Retry-After; WebSocket 1013), append rate per key (429
-with Retry-After; a batch over the burst is 413), and stored bytes per job (413
-naming the cap; a short ``complete`` still finishes the job). Small limits keep
+with Retry-After; a batch over the burst is 413), stored bytes per job (413
+naming the cap; a short ``complete`` still finishes the job), and stream starts
+per second on the node (503 with Retry-After; WebSocket 1013). Small limits keep
 the payloads small; one test checks the WebSocket default end to end.
 """
 
@@ -23,8 +24,8 @@ import pytest_asyncio
 import websockets
 
 from streamer import auth
-from streamer.errors import PayloadTooLarge, TooManyRequests
-from streamer.limits import COMPLETE_DATA_ALLOWANCE, AppendRate
+from streamer.errors import Overloaded, PayloadTooLarge, TooManyRequests
+from streamer.limits import COMPLETE_DATA_ALLOWANCE, AppendRate, StreamStartRate
 from streamer.models import NewEvent, utcnow
 from streamer.storage.sqlite import MIGRATIONS, SQLiteStorage
 
@@ -293,6 +294,69 @@ async def test_append_rate_refills_at_the_rate() -> None:
     AppendRate(rate=0.0, burst=1).take(1, 10**6)  # off
 
 
+# --- stream starts per second (node-wide) ----------------------------------------------
+
+
+async def test_stream_start_rate_is_exact(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Burst N: N-1 and N stream starts pass (SSE, text, WebSocket share the bucket),
+    N+1 is a 503 problem naming the limit with Retry-After, a WebSocket is closed
+    with 1013; other requests are not limited; /metrics counts the refusals. (0.01
+    starts/s: nothing refills while the test runs.)"""
+    burst = 3
+    async with module_server(
+        tmp_path_factory, max_stream_starts_per_second=0.01, stream_start_burst=burst
+    ) as server:
+        server.key = await server.new_user("reader")
+        client = server.client()
+        job = await server.create_job(client)
+        await client.post(f"{JOBS}/{job}/events", json={"data": "first\n"})
+        async with client.stream("GET", f"{JOBS}/{job}/events/stream") as sse:  # 1
+            assert sse.status_code == 200
+        r = await client.get(f"{JOBS}/{job}/log")  # N-1
+        assert r.status_code == 200 and r.text == "first\n"
+        async with ws_events(server.ws_url, job, server.key, {}) as ws:  # N
+            assert json.loads(await ws.recv())["index"] == 0
+        for path, params in (("events/stream", {}), ("log", {"follow": "true"})):  # N+1
+            r = await client.get(f"{JOBS}/{job}/{path}", params=params)
+            problem = assert_problem(r, 503)
+            assert "max_stream_starts_per_second" in problem["detail"]
+            assert problem["limit"] == 0.01
+            assert 90 <= problem["retry_after"] <= 100  # one start at 0.01/s
+            assert r.headers["retry-after"] == str(problem["retry_after"])
+        async with ws_events(server.ws_url, job, server.key, {}) as refused:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(refused.recv(), 10)
+        assert refused.close_code == 1013
+        assert "max_stream_starts_per_second" in (refused.close_reason or "")
+        assert (await client.get(f"{JOBS}/{job}/events")).status_code == 200  # not a stream
+        assert (await client.post(f"{JOBS}/{job}/events", json={"data": "x"})).status_code == 201
+        metrics = (await client.get("/metrics")).text
+        assert "streamer_stream_starts_refused_total 3.0" in metrics
+
+
+async def test_stream_start_rate_refills_at_the_rate() -> None:
+    """The bucket's arithmetic on an explicit clock; 0 turns it off."""
+    bucket = StreamStartRate(rate=2.0, burst=4)
+    for _ in range(4):
+        bucket.take(now=50.0)
+    with pytest.raises(Overloaded) as raised:
+        bucket.take(now=50.0)
+    assert raised.value.status == 503 and raised.value.ws_code == 1013
+    assert raised.value.headers["Retry-After"] == "1"  # half a second, rounded up
+    bucket.take(now=50.5)  # one token back after 1/rate seconds
+    with pytest.raises(Overloaded):
+        bucket.take(now=50.5)
+    bucket.take(now=1000.0)  # idle: back to the burst, not beyond
+    for _ in range(3):
+        bucket.take(now=1000.0)
+    with pytest.raises(Overloaded):
+        bucket.take(now=1000.0)
+    assert bucket.refused == 3
+    off = StreamStartRate(rate=0.0, burst=1)
+    for _ in range(100):
+        off.take()
+
+
 # --- bytes per job --------------------------------------------------------------------------
 
 
@@ -369,6 +433,9 @@ async def test_limit_settings_are_validated() -> None:
         ("STREAMER_APPEND_RATE", "-1"),
         ("STREAMER_CORS_ORIGINS", "*"),
         ("STREAMER_MAX_JOB_BYTES", "0"),
+        ("STREAMER_MAX_STREAM_STARTS_PER_SECOND", "-1"),
+        ("STREAMER_STREAM_START_BURST", "0"),
+        ("STREAMER_LOG_FORMAT", "xml"),
     ):
         with pytest.raises(SystemExit, match="STREAMER_"):
             load_settings({name: bad})

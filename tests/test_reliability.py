@@ -1,25 +1,32 @@
-"""Reliability under faults: a full disk, readers that stop reading, fsync discipline."""
+"""Reliability under faults: a full disk, readers that stop reading (a socket never
+read, a reader process stopped with SIGSTOP, a half-open WebSocket), fsync discipline."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from streamer import auth
 from streamer.config import Settings
 from streamer.follow import FollowHooks
 from streamer.models import NewEvent
+from streamer.server import build_server
 from streamer.storage.sqlite import SQLiteStorage
 
-from .conftest import LiveServer
+from .conftest import LiveServer, free_socket
+from .procs import ServerProcess
 
 
 @pytest.fixture
@@ -218,3 +225,171 @@ def test_sync_full_fsyncs_every_commit_group_and_normal_does_not(tmp_path: Path)
     normal = count_syncs(tmp_path, "normal", 50) - count_syncs(tmp_path, "normal", 10)
     assert full >= 40, full
     assert normal <= 2, normal
+
+
+# A reader process: asks for the stream with a 4 KiB receive buffer (so a few MB fill
+# the path to it; curl's autotuned buffer would take tens), says "ready" once the
+# stream has started, then reads until the end. The test stops it with SIGSTOP.
+STOPPABLE_READER = """
+import os, socket, sys
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+sock.connect(("127.0.0.1", int(sys.argv[1])))
+sock.sendall(("GET " + sys.argv[2] + " HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n"
+              "Authorization: Bearer " + os.environ["READER_KEY"] + "\\r\\n\\r\\n").encode())
+sock.recv(1024)
+print("ready", flush=True)
+while sock.recv(65536):
+    pass
+"""
+
+
+async def sse_ids(port: int, path: str, key: str) -> list[int]:
+    """Every SSE event id of one stream, until the server ends it. Scans raw bytes for
+    the ``id:`` lines (no per-line Python work): 100 of these read hundreds of MB."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    ids: list[int] = []
+    tail = b""
+    try:
+        while chunk := await reader.read(1 << 18):
+            data, start = tail + chunk, 0
+            while (i := data.find(b"\nid: ", start)) >= 0:
+                end = data.find(b"\n", i + 5)
+                if end < 0:
+                    break
+                ids.append(int(data[i + 5 : end]))
+                start = end
+            tail = data[max(start, len(data) - 64) :] if i < 0 else data[i:]
+    finally:
+        writer.close()
+    return ids
+
+
+def live_sse_readers(metrics: str) -> int:
+    line = next(
+        x for x in metrics.splitlines() if x.startswith('streamer_live_readers{transport="sse"}')
+    )
+    return int(float(line.rsplit(" ", 1)[1]))
+
+
+async def test_a_stopped_reader_process_is_closed_while_100_others_get_everything(
+    tmp_path: Path,
+) -> None:
+    """An SSE reader process stopped with SIGSTOP while a producer appends MBs: the
+    server closes it (send timeout, 1 s here) within 10 s of the stop, it leaves the
+    live readers in /metrics (its buffer and task are released), and 100 healthy
+    readers of the same job receive every event, in order, meanwhile."""
+    server = ServerProcess(
+        tmp_path / "s.db",
+        env={
+            "STREAMER_SEND_TIMEOUT_SECONDS": "1",
+            "STREAMER_SUBSCRIBER_BUFFER": "64",
+            "STREAMER_MAX_STREAMS_PER_USER": "200",
+        },
+    )
+    await asyncio.to_thread(server.start)
+    stopped: subprocess.Popen[bytes] | None = None
+    try:
+        headers = {"Authorization": f"Bearer {server.key}"}
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as client:
+            job = (await client.post("/api/v1/jobs", json={})).json()["id"]
+            path = f"/api/v1/jobs/{job}/events/stream"
+            healthy = [
+                asyncio.create_task(sse_ids(server.port, path, server.key)) for _ in range(100)
+            ]
+            stopped = subprocess.Popen(
+                [sys.executable, "-c", STOPPABLE_READER, str(server.port), path],
+                env={**os.environ, "READER_KEY": server.key},
+                stdout=subprocess.PIPE,
+            )
+            assert stopped.stdout is not None
+            assert await asyncio.to_thread(stopped.stdout.readline) == b"ready\n"
+            async with asyncio.timeout(20):
+                while live_sse_readers((await client.get("/metrics")).text) < 101:
+                    await asyncio.sleep(0.05)
+            stopped.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            batch = {"events": [{"data": "p" * 20_000 + "\n"}] * 10}  # 200 kB a request
+            appended, closed_after = 0, None
+            while appended < 1500:  # 30 MB at most; a few MB fill the stopped path
+                r = await client.post(f"/api/v1/jobs/{job}/events", json=batch)
+                assert r.status_code == 201
+                appended += 10
+                if live_sse_readers((await client.get("/metrics")).text) == 100:
+                    closed_after = time.monotonic() - stopped_at
+                    break
+            async with asyncio.timeout(max(1.0, 10 - (time.monotonic() - stopped_at))):
+                while closed_after is None:
+                    await asyncio.sleep(0.05)
+                    if live_sse_readers((await client.get("/metrics")).text) == 100:
+                        closed_after = time.monotonic() - stopped_at
+            assert closed_after < 10, closed_after
+            metrics = (await client.get("/metrics")).text
+            assert 'streamer_slow_reader_closes_total{transport="sse"} 1.0' in metrics
+            done = await client.post(
+                f"/api/v1/jobs/{job}/events", json={"type": "complete", "success": True}
+            )
+            assert done.status_code == 201
+            results = await asyncio.wait_for(asyncio.gather(*healthy), 60)
+        expected = list(range(appended + 1))
+        assert all(ids == expected for ids in results), "every event, in order, to all 100"
+        print(f"stopped reader closed {closed_after:.2f} s after SIGSTOP; {appended} events")
+    finally:
+        if stopped is not None:
+            stopped.kill()  # SIGKILL ends a stopped process too
+            stopped.wait(10)
+            if stopped.stdout is not None:
+                stopped.stdout.close()
+        server.kill()
+
+
+async def test_a_half_open_websocket_is_closed_by_the_ping_timeout(settings: Settings) -> None:
+    """A peer that completed the handshake and then never reads and never answers a
+    ping (a vanished laptop, a dead NAT entry): nothing is written to it, so no send
+    timeout can fire; the server's ping does, within ping interval + ping timeout.
+
+    server.py pings every ``keepalive_seconds`` and waits ``min(20, 2 * keepalive)``
+    for the pong: 1 s and 2 s here."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    server = build_server(settings.replace(port=port, keepalive_seconds=1.0), log_level="warning")
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    peer = None
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        ctx = server.app.state.ctx
+        _, key = await auth.create_user_with_key(ctx.storage, "owner", "owner@x")
+        user = await auth.verify_key(ctx.storage, key)
+        job = (await ctx.storage.create_job(user.id, None, {})).id
+        peer = socket.create_connection(("127.0.0.1", port))
+        peer.sendall(
+            f"GET /api/v1/jobs/{job}/events/ws HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {key}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        peer.settimeout(10)
+        answer = await asyncio.to_thread(peer.recv, 1024)  # the server runs in this loop
+        assert answer.startswith(b"HTTP/1.1 101")  # then: silence, no pongs
+        opened = time.monotonic()
+        while not ctx.open_streams:
+            await asyncio.sleep(0.01)
+        [stream] = ctx.open_streams
+        bound = server.config.ws_ping_interval + server.config.ws_ping_timeout
+        async with asyncio.timeout(bound + 3):
+            while ctx.open_streams:
+                await asyncio.sleep(0.05)
+        took = time.monotonic() - opened
+        assert bound - 0.5 <= took <= bound + 3, (took, bound)
+        assert stream.closed == "disconnect" and ctx.hub.subscriber_count == 0
+        print(f"half-open WebSocket closed after {took:.2f} s (interval + timeout {bound} s)")
+    finally:
+        if peer is not None:
+            peer.close()
+        server.should_exit = True
+        await task

@@ -7,7 +7,9 @@ in the path (plain and percent-encoded), in headers that are not Authorization, 
 JSON bodies, on the WebSocket and SSE URLs, revoked, tampered, for the wrong job;
 next to a few hundred ordinary requests. Then every log line, every response body
 and ``/metrics`` are searched for every key and token: zero hits. The database, its
-WAL and a ``streamer backup`` copy are scanned byte by byte for every key.
+WAL and a ``streamer backup`` copy are scanned byte by byte for every key. It runs
+twice: with text logs and with JSON logs (``STREAMER_LOG_FORMAT=json``), where every
+line after the start-up notices must also parse as one JSON object.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 import websockets
 
 from .conftest import free_socket
@@ -45,12 +48,15 @@ def cli(db: Path, *argv: str) -> str:
     return done.stdout
 
 
-def start_server(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    db: Path, port: int, log: Path, log_format: str = "text"
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "STREAMER_AUTH_RECHECK_SECONDS": "0.3",
         "STREAMER_KEEPALIVE_SECONDS": "1",  # keepalives and pings get logged at debug too
+        "STREAMER_LOG_FORMAT": log_format,
     }
     env.pop("STREAMER_API_KEY", None)
     with log.open("wb") as out:
@@ -118,8 +124,9 @@ def secrets_in(text: str, secrets: list[str]) -> list[str]:
     return [s for s in secrets if s in text or s[4:] in text]
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
 async def test_no_key_or_token_reaches_logs_bodies_metrics_or_the_database(
-    tmp_path: Path,
+    tmp_path: Path, log_format: str
 ) -> None:
     db = tmp_path / "streamer.db"
     key_a = cli(db, "users", "create", "--name", "A", "--email", "a@x").splitlines()[-1]
@@ -130,7 +137,7 @@ async def test_no_key_or_token_reaches_logs_bodies_metrics_or_the_database(
     with free_socket() as sock:
         port = sock.getsockname()[1]
     log = tmp_path / "server.log"
-    proc = await asyncio.to_thread(start_server, db, port, log)
+    proc = await asyncio.to_thread(start_server, db, port, log, log_format)
     tokens: list[str] = []
     t = Traffic(f"http://127.0.0.1:{port}")
     try:
@@ -258,7 +265,18 @@ async def test_no_key_or_token_reaches_logs_bodies_metrics_or_the_database(
 
     logged = log.read_text(errors="replace")
     # The log is not trivially empty: requests, handshakes and redactions are in it.
-    assert re.search(r'"GET /api/v1/jobs\?limit=2 HTTP/1.1" 200', logged), logged[-2000:]
+    if log_format == "json":
+        lines = [line for line in logged.splitlines() if not line.startswith("streamer: ")]
+        records = [json.loads(line) for line in lines if line.strip() and line[:1] != " "]
+        assert len(records) == len([line for line in lines if line.strip() and line[0] != " "])
+        requests = [r for r in records if r.get("event") == "request"]
+        assert any(
+            r["method"] == "GET" and r["path"] == "/api/v1/jobs?limit=2" and r["status"] == 200
+            for r in requests
+        )
+        assert any(r.get("event") == "stream_end" and r["reason"] == "revoked" for r in records)
+    else:
+        assert re.search(r'"GET /api/v1/jobs\?limit=2 HTTP/1.1" 200', logged), logged[-2000:]
     assert "WebSocket /api/v1/jobs/" in logged and "[accepted]" in logged
     assert "token=[redacted]" in logged and "stk_[redacted]" in logged
     assert logged.count("\n") > t.count // 2

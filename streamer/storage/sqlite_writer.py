@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Conflict, StreamerError, Unavailable
+from ..metrics import GROUP_SIZE_BUCKETS, Histogram
 from ..models import Event
 
 log = logging.getLogger("streamer.storage")
@@ -54,6 +55,9 @@ class Writer:
         self.groups = 0
         self.grouped_ops = 0
         self.failed_groups = 0
+        # Operations per committed group, for /metrics: bumped by the writer task (in
+        # the event loop, like the counters above), so scrapes need no lock.
+        self.group_sizes = Histogram(GROUP_SIZE_BUCKETS)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -103,6 +107,7 @@ class Writer:
                 continue
             self.groups += 1
             self.grouped_ops += len(group)
+            self.group_sizes.observe(len(group))
             for pending, (ok, value, published) in zip(group, outcomes, strict=True):
                 if ok and self.on_commit is not None:
                     for job_id, events in published:
