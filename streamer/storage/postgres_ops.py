@@ -23,7 +23,16 @@ import orjson
 
 from ..errors import Conflict, job_not_found
 from ..limits import check_job_bytes
-from ..models import APIKey, Event, Job, NewEvent, User, apply_changes, utcnow
+from ..models import (
+    APIKey,
+    Event,
+    Job,
+    NewEvent,
+    User,
+    apply_changes,
+    encode_events,
+    utcnow,
+)
 from .postgres_watch import CHANNEL, payload
 from .sqlite_ops import JOB_COLUMNS, USER_COLUMNS, job_from_row, new_job_id, user_from_row
 
@@ -78,7 +87,7 @@ async def insert_events(
     now = utcnow()
     timestamp = max(now, last_timestamp) if last_timestamp else now
     first = job.event_count
-    stored = [event.encode(first + i, timestamp) for i, event in enumerate(events)]
+    stored = encode_events(events, first, timestamp)
     size = sum(len(e.line) for e in stored)
     check_job_bytes(byte_count, size, events, byte_limit)
     job.record_append(events[-1], len(stored), now)

@@ -18,6 +18,7 @@ import aiosqlite
 import orjson
 
 from ..errors import Unavailable, job_not_found
+from ..metrics import Histogram
 from ..models import APIKey, Event, Job, NewEvent, User
 from . import sqlite_ops as ops
 from .base import OnCommit
@@ -121,6 +122,7 @@ class SQLiteStorage:
         self._writer = Writer(self._connect_writer)
         self._readers: list[aiosqlite.Connection] = []
         self._next_reader = itertools.cycle(range(READERS))
+        self._point: sqlite3.Connection | None = None
 
     @property
     def on_commit(self) -> OnCommit | None:
@@ -147,10 +149,26 @@ class SQLiteStorage:
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
                 await reader.executescript(_pragmas(self.sync) + "PRAGMA query_only=ON;")
                 self._readers.append(reader)
+            self._point = self._connect_point()
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
 
+    def _connect_point(self) -> sqlite3.Connection:
+        """The loop thread's own connection, for point reads (``_point_rows``).
+
+        Autocommit, so each SELECT is its own read transaction, ended when its rows are
+        all fetched: every read sees the latest commit of any process (a key revoked
+        by the CLI is refused at the next request). ``busy_timeout=0``: it must never
+        make the event loop wait; a read that would wait goes to a reader thread.
+        """
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.executescript(_pragmas(self.sync) + "PRAGMA query_only=ON; PRAGMA busy_timeout=0;")
+        return conn
+
     async def close(self) -> None:
+        if self._point is not None:
+            self._point.close()
+            self._point = None
         await self._writer.close()
         for reader in self._readers:
             await reader.close()
@@ -161,6 +179,10 @@ class SQLiteStorage:
         w = self._writer
         return w.groups, w.grouped_ops, w.failed_groups
 
+    def group_sizes(self) -> Histogram:
+        """Operations per committed group, for /metrics."""
+        return self._writer.group_sizes
+
     def _reader(self) -> aiosqlite.Connection:
         return self._readers[next(self._next_reader)]
 
@@ -169,6 +191,25 @@ class SQLiteStorage:
             return list(await self._reader().execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise Unavailable(f"storage error: {exc}") from exc
+
+    async def _point_rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Rows of a small indexed read (an API key, a job), read on the event loop.
+
+        An aiosqlite hop costs ~80 µs of server CPU on a busy 2-core machine (a queue,
+        a thread wake-up, a callback back into the loop: ``GET /jobs/{id}``, two hops,
+        went from ~410 to ~250 µs per request); a WAL point read on this thread costs
+        ~10-20 µs. Only for reads that touch a handful of pages.
+        Anything unusual (the database busy or locked, any SQLite error, a call from
+        another thread) falls back to a reader thread, which waits and reports errors
+        as before.
+        """
+        conn = self._point
+        if conn is not None:
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error:
+                pass
+        return await self._fetchall(sql, params)
 
     async def ping(self) -> None:
         await self._fetchall("SELECT 1", ())
@@ -225,7 +266,8 @@ class SQLiteStorage:
         return revoked
 
     async def key_candidates(self, prefix: str) -> list[tuple[str, int, User]]:
-        rows = await self._fetchall(
+        # Every request: no cache (base.py, guarantee 8), so it must be cheap.
+        rows = await self._point_rows(
             f"SELECT k.key_hash, k.id, {ops.USER_COLUMNS_U} FROM api_keys k "
             "JOIN users u ON u.id = k.user_id "
             "WHERE k.prefix = ? AND k.revoked_at IS NULL AND u.active = 1",
@@ -256,7 +298,7 @@ class SQLiteStorage:
         return job
 
     async def get_job(self, user_id: int, job_id: str) -> Job:
-        rows = await self._fetchall(
+        rows = await self._point_rows(
             f"SELECT {ops.JOB_COLUMNS} FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
         )
         if not rows:

@@ -18,7 +18,7 @@ import orjson
 
 from ..errors import Conflict, job_not_found
 from ..limits import check_job_bytes
-from ..models import APIKey, Event, Job, NewEvent, User, apply_changes, utcnow
+from ..models import APIKey, Event, Job, NewEvent, User, apply_changes, encode_events, utcnow
 from .sqlite_writer import Op, Published
 
 USER_COLUMNS = "id, name, email, active, created_at"
@@ -176,13 +176,12 @@ def _insert_events(
         "SELECT last_timestamp, byte_count FROM jobs WHERE id = ?", (job.id,)
     ).fetchone()
     timestamp = max(now, last_timestamp) if last_timestamp else now
-    stored = [event.encode(first + i, timestamp) for i, event in enumerate(events)]
-    size = sum(len(e.line) for e in stored)
+    stored = encode_events(events, first, timestamp)
+    job_id = job.id
+    rows = [(job_id, e.index, e.type, e.line) for e in stored]
+    size = sum(len(row[3]) for row in rows)
     check_job_bytes(byte_count, size, events, byte_limit)
-    conn.executemany(
-        "INSERT INTO events (job_id, idx, type, line) VALUES (?, ?, ?, ?)",
-        [(job.id, e.index, e.type, e.line) for e in stored],
-    )
+    conn.executemany("INSERT INTO events (job_id, idx, type, line) VALUES (?, ?, ?, ?)", rows)
     job.record_append(events[-1], len(stored), now)
     conn.execute(
         "UPDATE jobs SET event_count = ?, status = ?, started_at = ?, finished_at = ?, "
