@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import admin
+from . import admin, logs
 from .client import Client, ClientError, load_client_settings, stderr_notice
 from .config import SETTINGS, load_settings
 from .errors import StreamerError
@@ -159,7 +159,7 @@ def _client_parsers(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import build_server
+    from .server import build_server, tune_gc
     from .workers import is_postgres, serve_workers
 
     settings = load_settings(**{s.name: getattr(args, s.name, None) for s in SETTINGS})
@@ -185,7 +185,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"streamer: dashboard at http://{settings.host}:{settings.port}/", file=sys.stderr)
     if args.workers > 1:
         return serve_workers(settings, args.workers, args.log_level)
-    build_server(settings, log_level=args.log_level).run()
+    server = build_server(settings, log_level=args.log_level)
+    tune_gc()
+    logs.configure(settings.log_format)  # before uvicorn's first line, which is JSON too
+    server.run()
     return EXIT_OK
 
 

@@ -16,17 +16,26 @@ and both are impossible here by construction (see ``tests/test_follow_boundary.p
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import BadRequest, CursorAhead
 from .hub import Hub, Subscription
 from .models import Event, Job
 from .storage.base import Storage
+from .wire import Direct
+
+log = logging.getLogger("streamer")
 
 Hook = Callable[[str], Awaitable[None]]
 CURSOR = re.compile(r"[0-9]{1,15}")
+# A replay page after the first: about this many bytes of stored lines, at most this
+# many events. 256 KiB keeps a WebSocket frame of one page under the 1 MiB message
+# limit common clients default to (the Python websockets library, for one).
+REPLAY_PAGE_BYTES = 256 * 1024
+MAX_REPLAY_PAGE_EVENTS = 16_384
 
 
 @dataclass
@@ -106,10 +115,12 @@ class Follow:
         self.hooks = hooks or FollowHooks()
         self.transport = transport
         self.replayed = 0  # events read from storage (replay and catch-up)
+        self.replaying = False  # reading storage right now (replay or catch-up)
         self.complete = False
         self.sent = 0
         self.closed: str | None = None
         self._subscription: Subscription | None = None
+        self.direct: Direct | None = None  # the transport's socket fast path, if any
 
     def close(self, reason: str) -> None:
         """End the iteration soon (from another task): disconnect, shutdown, revocation."""
@@ -124,7 +135,7 @@ class Follow:
         self.complete = events[-1].is_complete
         return events
 
-    def _contiguous(self, events: list[Event]) -> tuple[list[Event], bool]:
+    def _contiguous(self, events: Sequence[Event]) -> tuple[list[Event], bool]:
         """The buffered events that continue exactly at ``next_index``, and whether a gap
         cut the run short.
 
@@ -143,15 +154,65 @@ class Follow:
             expected += 1
         return run, False
 
-    async def _replay(self) -> AsyncIterator[list[Event]]:
-        """Stored events from ``next_index`` to the current end, page by page."""
-        while not self.complete and self.closed is None:
-            page = await self.storage.read_events(self.job_id, self.next_index, self.page_size)
-            if page:
-                self.replayed += len(page)
-                yield self._advance(page)
-            if len(page) < self.page_size:
-                return
+    def _deliver_now(self, events: Sequence[Event]) -> bool:
+        """Called inside ``Hub.publish`` while this reader is caught up and parked:
+        write the events that continue at ``next_index`` straight to its socket.
+
+        ``False`` (nothing written) sends the events down the ordinary path: a gap,
+        a socket that cannot take them now, or anything unexpected. It never raises:
+        it runs in the publisher's task, after the commit was acknowledged.
+        """
+        direct = self.direct
+        if direct is None or self.closed is not None:
+            return False
+        try:
+            run, gap = self._contiguous(events)
+            if gap:
+                return False
+            if run:
+                if not direct.send_events(run):
+                    return False
+                self.hub.direct_events += len(run)
+                self._advance(run)
+                if self.complete and self._subscription is not None:
+                    self._subscription.wake()  # the loop in batches() ends
+            return True
+        except Exception:  # a write to a broken socket: let the ordinary path see it
+            log.debug("direct delivery failed; falling back", exc_info=True)
+            return False
+
+    async def _replay(self, since: int | None = None) -> AsyncIterator[list[Event]]:
+        """Stored events from ``next_index`` to the current end, page by page.
+
+        ``since`` stamps the moment from which every commit reaches this reader's
+        live buffer (see ``pages.py``): its subscription for the first replay; for a
+        catch-up after an overflow or a gap, now, since the buffer was just emptied.
+        """
+        self.replaying = True
+        limit, pages, fresh = self.page_size, self.hub.pages, False
+        if since is None:
+            since = pages.stamp()
+        try:
+            while not self.complete and self.closed is None:
+                page, is_end = await pages.read(
+                    self.storage, self.job_id, self.next_index, limit, since, fresh=fresh
+                )
+                if page:
+                    self.replayed += len(page)
+                    yield self._advance(page)
+                if len(page) < limit:
+                    if is_end:
+                        return
+                    fresh = True  # a shared page that may end too early: read on, alone
+                    continue
+                fresh = False
+                # Size the next page by bytes, not events: ~REPLAY_PAGE_BYTES per read
+                # keeps a long replay to a few hundred storage round trips per million
+                # small events, and a page of big events from holding much memory.
+                size = sum([len(e.line) for e in page]) or 1
+                limit = max(1, min(MAX_REPLAY_PAGE_EVENTS, REPLAY_PAGE_BYTES * len(page) // size))
+        finally:
+            self.replaying = False
 
     async def batches(self) -> AsyncIterator[list[Event]]:
         subscription = None
@@ -160,14 +221,19 @@ class Follow:
         try:
             if subscription is not None and self.hooks.after_subscribe is not None:
                 await self.hooks.after_subscribe(self.job_id)
-            async for page in self._replay():
+            async for page in self._replay(subscription.stamp if subscription else None):
                 yield page
             if subscription is None or self.complete:
                 return
             if self.hooks.after_replay is not None:
                 await self.hooks.after_replay(self.job_id)
             while not self.complete:
-                await subscription.wait()
+                if self.direct is not None:
+                    subscription.deliver = self._deliver_now
+                try:
+                    await subscription.wait()
+                finally:
+                    subscription.deliver = None
                 if subscription.closed is not None:
                     self.closed = subscription.closed
                     return

@@ -17,23 +17,39 @@ reader hears something at least every ``keepalive`` seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .models import Event
+from .pages import RecentPages
 
 
 class Subscription:
     """One reader's live buffer for one job."""
 
-    __slots__ = ("job_id", "limit", "lagged", "closed", "idle", "quiet", "_buffer", "_waiter")
+    __slots__ = (
+        "job_id",
+        "limit",
+        "lagged",
+        "closed",
+        "idle",
+        "quiet",
+        "deliver",
+        "stamp",
+        "_buffer",
+        "_waiter",
+    )
 
-    def __init__(self, job_id: str, limit: int) -> None:
+    def __init__(self, job_id: str, limit: int, stamp: int = 0) -> None:
         self.job_id = job_id
+        self.stamp = stamp  # when it subscribed, on the clock of ``RecentPages``
         self.limit = limit
         self.lagged = False
         self.closed: str | None = None
         self.idle = False  # set by the hub's ticker: time for a keepalive
         self.quiet = 0  # ticks since the last event
+        # Set by ``Follow`` only while its reader is caught up and parked: writes the
+        # events straight to the reader's socket and says whether it did (wire.py).
+        self.deliver: Callable[[Sequence[Event]], bool] | None = None
         self._buffer: list[Event] = []
         self._waiter: asyncio.Future[None] | None = None
 
@@ -42,6 +58,9 @@ class Subscription:
             return
         self.quiet = 0
         self.idle = False
+        deliver = self.deliver
+        if deliver is not None and not self._buffer and not self.lagged and deliver(events):
+            return
         if self.lagged or len(self._buffer) + len(events) > self.limit:
             self.lagged = True
             self._buffer.clear()
@@ -87,6 +106,10 @@ class Subscription:
         finally:
             self._waiter = None
 
+    def wake(self) -> None:
+        """Wake the waiting reader (after a direct delivery of its last event)."""
+        self._wake()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -100,9 +123,11 @@ class Hub:
         self._subscribers: dict[str, set[Subscription]] = {}
         self.published = 0
         self.lag_events = 0
+        self.direct_events = 0  # deliveries written straight to a socket by publish()
+        self.pages = RecentPages()  # replay pages shared by readers of the same range
 
     def subscribe(self, job_id: str) -> Subscription:
-        subscription = Subscription(job_id, self.buffer_limit)
+        subscription = Subscription(job_id, self.buffer_limit, self.pages.stamp())
         self._subscribers.setdefault(job_id, set()).add(subscription)
         return subscription
 
@@ -123,6 +148,7 @@ class Hub:
                 self.lag_events += 1
 
     def close_job(self, job_id: str, reason: str) -> None:
+        self.pages.forget(job_id)
         for subscription in list(self._subscribers.get(job_id, ())):
             subscription.close(reason)
 

@@ -22,10 +22,11 @@ from starlette.types import Receive, Scope, Send
 from .context import Context, context, stream_start
 from .follow import Follow
 from .openapi import Operation
+from .wire import direct_for
 
 DOC = Operation(
     "Server-Sent Events: stored events from from_index, then live, until complete",
-    (200, 204, 400, 404, 416, 429),
+    (200, 204, 400, 404, 416, 429, 503),
     ("job_id", "from_index", "tail", "token", "Last-Event-ID"),
     media="text/event-stream",
     streaming=True,
@@ -46,8 +47,13 @@ class SSEResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         follow, timeout = self.follow, self.ctx.settings.send_timeout_seconds
+        direct = follow.direct = direct_for(scope, "sse")
 
         async def write(chunk: bytes) -> None:
+            """Straight to the socket when it can take it now (no timer needed: it does
+            not wait); otherwise the awaited ASGI send, bounded by the send timeout."""
+            if direct is not None and direct.send_bytes(chunk):
+                return
             async with asyncio.timeout(timeout):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
@@ -58,7 +64,10 @@ class SSEResponse(Response):
 
         with self.ctx.registered(follow):
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-            watcher = asyncio.create_task(watch_disconnect())
+            # The sink hears of a lost connection from the protocol itself; without
+            # one, a task waits on receive() for the disconnect.
+            lost = direct is not None and direct.sink.on_lost(lambda: follow.close("disconnect"))
+            watcher = None if lost else asyncio.create_task(watch_disconnect())
             try:
                 # A first byte at once: proxies and clients see a live stream, and a
                 # jittered retry spreads a reconnect storm over a few seconds.
@@ -68,14 +77,18 @@ class SSEResponse(Response):
                 )
                 async for batch in follow.batches():
                     if batch:
-                        await write(b"".join([e.sse for e in batch]))
+                        if direct is None or not direct.send_events(batch):
+                            await write(b"".join([e.sse for e in batch]))
                     else:
                         await write(b": keepalive next_index=%d\n\n" % follow.next_index)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except (TimeoutError, OSError):
-                pass  # the client stopped reading; it resumes with Last-Event-ID
+            except TimeoutError:
+                follow.close("send_timeout")  # it stopped reading; resumes with Last-Event-ID
+            except OSError:
+                follow.close("disconnect")
             finally:
-                watcher.cancel()
+                if watcher is not None:
+                    watcher.cancel()
 
 
 async def events_stream(request: Request) -> Response:

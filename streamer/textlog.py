@@ -20,7 +20,7 @@ from .openapi import Operation
 
 DOC = Operation(
     "the log as plain text (the data of each event); follow=true streams until complete",
-    (200, 400, 404, 416, 429),
+    (200, 400, 404, 416, 429, 503),
     ("job_id", "follow", "from_index", "tail", "token"),
     media="text/plain",
     streaming=True,

@@ -18,7 +18,7 @@ import socket
 from types import FrameType
 
 from .config import Settings
-from .server import build_server
+from .server import build_server, tune_gc
 
 
 def is_postgres(url: str) -> bool:
@@ -26,7 +26,9 @@ def is_postgres(url: str) -> bool:
 
 
 def _worker(settings: Settings, log_level: str, sock: socket.socket) -> None:
-    build_server(settings, log_level=log_level).run(sockets=[sock])
+    server = build_server(settings, log_level=log_level)
+    tune_gc()
+    server.run(sockets=[sock])
 
 
 def serve_workers(settings: Settings, workers: int, log_level: str) -> int:

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .context import context, stream_start
 from .errors import StreamerError
 from .openapi import Operation
+from .wire import direct_for
 
 DOC = Operation(
     "WebSocket (upgrade): text frames of newline-separated event JSON, from from_index, live",
@@ -98,10 +99,11 @@ async def events_ws(websocket: WebSocket) -> None:
 
     watcher = asyncio.create_task(watch_disconnect())
     timeout = ctx.settings.send_timeout_seconds
+    direct = follow.direct = direct_for(websocket.scope, "ws")
     with ctx.registered(follow):
         try:
             async for batch in follow.batches():
-                if batch:
+                if batch and (direct is None or not direct.send_events(batch)):
                     text = batch[0].text if len(batch) == 1 else "\n".join([e.text for e in batch])
                     async with asyncio.timeout(timeout):
                         await websocket.send_text(text)
@@ -110,6 +112,7 @@ async def events_ws(websocket: WebSocket) -> None:
             if code:
                 await websocket.close(code, CLOSE_TEXT.get(reason, ""))
         except TimeoutError:
+            follow.close("send_timeout")
             await _close_quietly(websocket, 1008, "send timeout: resume from the last index")
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass

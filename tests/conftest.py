@@ -61,6 +61,7 @@ class LiveServer:
     server: StreamerServer | None = None
     task: asyncio.Task[None] | None = None
     clients: list[httpx.AsyncClient] = field(default_factory=list)
+    direct_writes: bool = True  # False: every delivery through the ASGI send path
 
     @property
     def url(self) -> str:
@@ -81,7 +82,9 @@ class LiveServer:
         sock = free_socket(self.port)
         self.port = sock.getsockname()[1]
         self.settings = self.settings.replace(port=self.port)
-        self.server = build_server(self.settings, hooks=self.hooks, log_level="warning")
+        self.server = build_server(
+            self.settings, hooks=self.hooks, log_level="warning", direct_writes=self.direct_writes
+        )
         self.server.config.timeout_graceful_shutdown = 5
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:

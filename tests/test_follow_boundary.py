@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -53,10 +54,28 @@ async def ws_reader(live_server: LiveServer, job: str, start: int) -> list[int]:
     return [e["index"] for e in events]
 
 
+@pytest.fixture(params=[True, False], ids=["direct-writes", "asgi-send"])
+async def either_path_server(
+    request: pytest.FixtureRequest, settings: Settings
+) -> AsyncIterator[LiveServer]:
+    """A server whose live deliveries go straight to sockets (the default) or, with
+    the fast path off, all through the ASGI send path: both must be exact."""
+    server = LiveServer(settings, FollowHooks(), direct_writes=request.param)
+    await server.start()
+    server.key = await server.new_user("owner")
+    try:
+        yield server
+    finally:
+        for client in server.clients:
+            await client.aclose()
+        await server.stop()
+
+
 async def test_readers_joining_at_random_points_each_get_exactly_their_suffix(
-    live_server: LiveServer,
+    either_path_server: LiveServer,
 ) -> None:
     """100 readers (half SSE, half WebSocket) join at random from_index values mid-append."""
+    live_server = either_path_server
     rng = random.Random(20261122)
     job = await live_server.create_job(name="boundary")
     producer = asyncio.create_task(produce(live_server, job, TOTAL))
@@ -71,6 +90,8 @@ async def test_readers_joining_at_random_points_each_get_exactly_their_suffix(
     await asyncio.wait_for(producer, 60)
     for start, task in readers:
         assert_exact(await asyncio.wait_for(task, 60), start, TOTAL + 1)
+    direct = live_server.ctx.hub.direct_events
+    assert (direct > 0) == live_server.direct_writes, f"{direct} direct deliveries"
 
 
 @pytest.mark.parametrize("boundary", ["after_subscribe", "after_replay"])
@@ -113,7 +134,8 @@ async def test_a_reader_whose_buffer_overflows_catches_up_from_storage(
     settings: Settings,
 ) -> None:
     """A tiny live buffer forces the lagged path: the reader still gets every event once."""
-    server = LiveServer(settings.replace(subscriber_buffer=4), FollowHooks())
+    # Direct writes never buffer a reader that keeps up; this test is about the buffer.
+    server = LiveServer(settings.replace(subscriber_buffer=4), FollowHooks(), direct_writes=False)
     await server.start()
     try:
         server.key = await server.new_user("owner")
