@@ -4,13 +4,19 @@ Every server is a subprocess started on a free loopback port and stopped by its 
 PID (``streamer serve`` with SIGTERM, nginx's master with SIGQUIT). Memory and CPU are
 read from ``/proc`` for the server's process tree (nginx master + workers), so a
 scenario can report server CPU next to the load generator's own.
+
+``streamer serve`` runs on SQLite (a new file per server) or on PostgreSQL (a new
+database per server, or per cluster of nodes, created on the server found at
+``BENCH_PG`` / ``STREAMER_TEST_PG`` and dropped when the server stops).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -23,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -33,6 +40,12 @@ RESULTS = BENCH / "results" / "results.jsonl"
 # guard against abuse, not a cost), keep every other setting at its default.
 BENCH_ENV = {"STREAMER_MAX_STREAMS_PER_USER": "100000", "STREAMER_APPEND_RATE": "0"}
 KEY_LINE = re.compile(r"export STREAMER_API_KEY=(stk_\w+)")
+# The PostgreSQL server the bench makes its databases on (the tests' variable, so one
+# setting serves both); the user root is tried too when neither variable is set.
+PG_URL = os.environ.get(
+    "BENCH_PG", os.environ.get("STREAMER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+)
+BACKENDS = ("sqlite", "postgres")
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -67,13 +80,19 @@ class Recorder:
     quick: bool = False
     records: list[dict[str, Any]] = field(default_factory=list)
 
+    db: str = "sqlite"  # the backend of the streamer server(s) measured right now
+
     def write(self, scenario: str, **numbers: Any) -> dict[str, Any]:
+        """One line; ``db`` names streamer's backend, ``None`` on lines of a peer only
+        (Nchan, Redis, the raw sqlite3 / asyncpg ceilings), which have none."""
+        server = numbers.get("server", "streamer")
         record: dict[str, Any] = {
             "rev": self.rev,
             "run": self.run_id,
             "ts": datetime.now(UTC).isoformat(timespec="seconds"),
             "scenario": scenario,
             "quick": self.quick,
+            "db": self.db if server == "streamer" else None,
             "loadavg": round(os.getloadavg()[0], 2),
             **numbers,
         }
@@ -185,6 +204,97 @@ class RSSSampler:
         self.peak = max(self.peak, rss_bytes(self.pids))
 
 
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def with_url_part(url: str, *, user: str | None = None, database: str | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if user is not None:
+        netloc = f"{user}@{netloc.rpartition('@')[2]}"
+    path = f"/{database}" if database is not None else parts.path
+    return urlunsplit(parts._replace(netloc=netloc, path=path))
+
+
+def _pg_run(url: str, sql: str) -> None:
+    """One statement on ``url``, from any thread: scenarios call this while their own
+    event loop runs, so it gets a loop of its own in a short-lived thread."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def go() -> None:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            asyncio.run(go())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(60)
+    if failure:
+        raise failure[0]
+
+
+def postgres_admin_url() -> tuple[str | None, str]:
+    """(a URL that reaches the bench's PostgreSQL server, "") or (None, why not)."""
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        return None, "asyncpg is not installed (pip install -e '.[postgres]')"
+    candidates = [PG_URL]
+    if "BENCH_PG" not in os.environ and "STREAMER_TEST_PG" not in os.environ:
+        candidates.append(with_url_part(PG_URL, user="root"))
+    problems = []
+    for url in candidates:
+        try:
+            _pg_run(url, "SELECT 1")
+            return url, ""
+        except Exception as exc:  # any failure means: not usable here
+            problems.append(f"{url}: {exc}")
+    return None, "PostgreSQL unreachable (set BENCH_PG): " + "; ".join(problems)
+
+
+class PostgresDatabase:
+    """A fresh, empty database ``streamer_bench_<random>``, dropped (``WITH (FORCE)``)
+    by ``drop()``; the API key every server on it uses is made by the CLI."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.name = f"streamer_bench_{secrets.token_hex(6)}"
+        self.url = with_url_part(admin_url, database=self.name)
+        self.created = False
+
+    def create(self) -> None:
+        _pg_run(self.admin_url, f'CREATE DATABASE "{self.name}" TEMPLATE template0')
+        self.created = True
+
+    def drop(self) -> None:
+        if self.created:
+            _pg_run(self.admin_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            self.created = False
+
+    def user_key(self, name: str = "bench") -> str:
+        """``streamer users create`` against this database: its key is stdout's last line."""
+        exe = Path(sys.executable).with_name("streamer")
+        created = subprocess.run(
+            [str(exe), "users", "create", "--db", self.url, "--name", name]
+            + ["--email", f"{name}@bench.invalid"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return created.stdout.strip().splitlines()[-1]
+
+
 # ---------------------------------------------------------------- servers under test
 
 
@@ -289,26 +399,51 @@ class Server:
 
 
 class StreamerServer(Server):
-    """``streamer serve`` on SQLite in a temporary directory (access log off)."""
+    """``streamer serve`` (access log off) on SQLite in a temporary directory, or on
+    PostgreSQL: a database of its own (``pg_admin``), or a shared one (``pg_db``, a
+    node of a cluster; whoever made it drops it)."""
 
     name = "streamer"
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        *,
+        pg_admin: str | None = None,
+        pg_db: PostgresDatabase | None = None,
+        key: str = "",
+    ) -> None:
         super().__init__(workdir)
-        self.db = workdir / f"streamer-{self.port}.db"
+        self.pg = pg_db
+        self.own_pg = pg_db is None and pg_admin is not None
+        if self.own_pg:
+            assert pg_admin is not None
+            self.pg = PostgresDatabase(pg_admin)
+        self.db = self.pg.url if self.pg else str(workdir / f"streamer-{self.port}.db")
         self.log = workdir / f"streamer-{self.port}.log"
         self.env = env or {}
-        self.key = ""
+        self.key = key
         self.client: httpx.Client | None = None
 
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.pg else "sqlite"
+
     def start(self) -> None:
+        if self.pg is not None and self.own_pg:
+            self.pg.create()
+        if self.pg is not None and not self.key:
+            # A first start prints an admin key only on an empty database; a cluster's
+            # second node would not, so on PostgreSQL the key always comes from the CLI.
+            self.key = self.pg.user_key()
         exe = Path(sys.executable).with_name("streamer")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **BENCH_ENV, **self.env}
         for name in ("STREAMER_DB", "STREAMER_URL", "STREAMER_API_KEY"):
             env.pop(name, None)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [str(exe), "serve", "--db", str(self.db), "--port", str(self.port)]
+                [str(exe), "serve", "--db", self.db, "--port", str(self.port)]
                 + ["--log-level", "warning"],
                 env=env,
                 stdout=out,
@@ -316,10 +451,11 @@ class StreamerServer(Server):
                 cwd=self.workdir,
             )
         self._wait_ready("/readyz")
-        found = KEY_LINE.search(self.log.read_text())
-        if not found:
-            raise RuntimeError(f"no API key printed: {self.log_tail()}")
-        self.key = found.group(1)
+        if not self.key:
+            found = KEY_LINE.search(self.log.read_text())
+            if not found:
+                raise RuntimeError(f"no API key printed: {self.log_tail()}")
+            self.key = found.group(1)
         self.client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
         )
@@ -336,6 +472,8 @@ class StreamerServer(Server):
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+        if self.pg is not None and self.own_pg:
+            self.pg.drop()
 
     def log_tail(self) -> str:
         try:
@@ -443,20 +581,32 @@ class NchanServer(Server):
 
 @dataclass
 class Suite:
-    """What every scenario gets: where to write, how big, which peers."""
+    """What every scenario gets: where to write, how big, which peers, which backend.
+
+    ``db`` is streamer's backend for this pass; ``peers`` is False on the passes
+    after the first, so Nchan, Redis and the sqlite3 ceiling run once per scenario
+    whatever the number of backends.
+    """
 
     recorder: Recorder
     workdir: Path
     quick: bool = False
     nchan: bool = True
     redis_url: str = "redis://127.0.0.1:6379/0"
+    db: str = "sqlite"
+    pg_admin: str | None = None  # set when PostgreSQL is reachable
+    peers: bool = True
+    shared: dict[str, Any] = field(default_factory=dict)  # peers' numbers, across passes
 
     def servers(self) -> list[str]:
-        return ["streamer", "nchan"] if self.nchan else ["streamer"]
+        return ["streamer", "nchan"] if self.nchan and self.peers else ["streamer"]
 
     def server(self, name: str, env: dict[str, str] | None = None) -> Server:
         if name == "nchan":
             return NchanServer(self.workdir)
+        if self.db == "postgres":
+            assert self.pg_admin is not None
+            return StreamerServer(self.workdir, env, pg_admin=self.pg_admin)
         return StreamerServer(self.workdir, env)
 
 

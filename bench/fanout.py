@@ -21,6 +21,7 @@ from .common import (
     Server,
     StreamerServer,
     Suite,
+    cpu_seconds,
     latency_ms,
     ratio,
 )
@@ -96,14 +97,18 @@ async def fan_out(
     limit_s: float = 120.0,
     during: Any = None,
     settle: float = 0.3,
+    publish_to: Server | None = None,
 ) -> Outcome:
     """Open ``case.subs`` subscribers, publish, wait for every fast one, collect.
 
     ``during(pool, publish_task)`` (optional) runs while the publisher runs and after
     the fast subscribers are done, before the slow ones are let go; what it returns
-    lands in ``Outcome.extra``.
+    lands in ``Outcome.extra``. ``publish_to`` (optional) is another node of the same
+    cluster the publisher POSTs to (cross-node delivery); server CPU then counts both.
     """
     target = server.target()
+    pub_target = (publish_to or server).target()
+    cpu_pids = server.pids() + (publish_to.pids() if publish_to else [])
     workers = 2 if case.subs >= 500 else 1
     specs = sub_specs(
         target,
@@ -121,10 +126,10 @@ async def fan_out(
         pool.send("go")
         connect_s, failures, examples = await pool.ready()
         await asyncio.sleep(settle)
-        cpu0 = server.cpu()
+        cpu0 = cpu_seconds(cpu_pids)
         with RSSSampler(server.pids()) as rss:
             publish = asyncio.create_task(
-                publish_events(target, channel, case.events, rate=case.rate, size=case.size)
+                publish_events(pub_target, channel, case.events, rate=case.rate, size=case.size)
             )
             watcher = asyncio.create_task(during(server, publish)) if during else None
             await pool.fast_done()
@@ -132,7 +137,7 @@ async def fan_out(
             extra = await watcher if watcher else {}
             pool.send("finish")
             results = await pool.results()
-        server_cpu = server.cpu() - cpu0
+        server_cpu = cpu_seconds(cpu_pids) - cpu0
     finally:
         pool.kill()
     if examples:

@@ -103,6 +103,11 @@ class Subscriber(asyncio.Protocol):
             self.opened.set_exception(ConnectionError(f"closed before the response: {exc}"))
         if not self.ended.done():
             self.ended.set_result(None)
+        if self._in_body and not self.done and not self.slow:
+            # Ended by the server before it had everything: it will get no more, so it
+            # counts as finished (and incomplete) now, not when the run times out.
+            self.done = True
+            self.on_done(self)
 
     def data_received(self, data: bytes) -> None:
         if self._in_body:
@@ -500,7 +505,7 @@ class Results:
         complete = sum(1 for s in subs if s["received"] == expect and not s["gaps"])
         dups = sum(s["dups"] for s in subs)
         gaps = sum(s["gaps"] for s in subs)
-        return {
+        out: dict[str, Any] = {
             "subscribers": len(subs),
             "complete": complete,
             "delivered": sum(s["received"] for s in subs),
@@ -508,6 +513,19 @@ class Results:
             "gaps": gaps,
             "verified": complete == len(subs) and dups == 0 and gaps == 0 and len(subs) > 0,
         }
+        short = [s for s in subs if s["received"] < expect]
+        if short and not slow:
+            # What the incomplete ones saw: HTTP status, ended by the server or not
+            # (still open at the time limit), WebSocket close code; and how much they got.
+            how: dict[str, int] = {}
+            for s in short:
+                name = f"status {s['status']}, " + (
+                    f"ended (close {s['close_code']})" if s["eof"] else "still open"
+                )
+                how[name] = how.get(name, 0) + 1
+            out["incomplete"] = how
+            out["incomplete_received_max"] = max(s["received"] for s in short)
+        return out
 
 
 def split(total: int, parts: int) -> list[int]:

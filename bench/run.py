@@ -1,9 +1,19 @@
-"""Run the benchmark suite: ``python -m bench.run [--quick] [--only SCENARIO] [--no-nchan]``.
+"""Run the benchmark suite: ``python -m bench.run [--quick] [--only SCENARIO] [--no-nchan]
+[--db auto|sqlite|postgres|both]``.
 
-Each scenario starts its own servers (``streamer serve`` on SQLite, and nginx + Nchan
-from ``bench/nchan.conf`` unless ``--no-nchan`` or it is not installed) on free
-loopback ports, stops them by PID, and appends one JSON line per measurement to
-``bench/results/results.jsonl`` (or ``--results PATH``).
+Each scenario starts its own servers (``streamer serve``, and nginx + Nchan from
+``bench/nchan.conf`` unless ``--no-nchan`` or it is not installed) on free loopback
+ports, stops them by PID, and appends one JSON line per measurement to
+``bench/results/results.jsonl`` (or ``--results PATH``); each line's ``db`` names
+streamer's backend.
+
+Backends (``--db``): ``auto`` (the default) runs every scenario on SQLite and then on
+PostgreSQL when a server answers at ``BENCH_PG`` / ``STREAMER_TEST_PG`` (default
+``postgresql://postgres@127.0.0.1:5432/test``), saying so when it does not; ``both``
+and ``postgres`` insist on it (exit 2 without it). PostgreSQL servers get a database
+of their own, created for them and dropped after. The peers (Nchan, Redis, the raw
+sqlite3 ceiling) run once per scenario, in the first backend's pass. ``crossnode``
+(two nodes on one database) runs only on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -17,10 +27,25 @@ import time
 import traceback
 from pathlib import Path
 
-from .common import RESULTS, Recorder, Suite, nchan_available
+from .common import RESULTS, Recorder, Suite, nchan_available, postgres_admin_url
 from .loadgen import run
 
-SCENARIOS = ("ingest", "fanout", "replay", "idle", "slow")
+SCENARIOS = ("ingest", "fanout", "replay", "idle", "slow", "crossnode")
+POSTGRES_ONLY = {"crossnode"}
+
+
+def backends(choice: str) -> tuple[list[str], str | None, str]:
+    """(backends to run, PostgreSQL admin URL or None, a note for the user or "")."""
+    if choice == "sqlite":
+        return ["sqlite"], None, ""
+    admin, why = postgres_admin_url()
+    if choice == "auto":
+        if admin is None:
+            return ["sqlite"], None, f"{why}: PostgreSQL side skipped"
+        return ["sqlite", "postgres"], admin, ""
+    if admin is None:
+        raise SystemExit(f"--db {choice}: {why}")
+    return (["postgres"] if choice == "postgres" else ["sqlite", "postgres"]), admin, ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,12 +55,25 @@ def main(argv: list[str] | None = None) -> int:
         "--only", action="append", choices=SCENARIOS, help="run this scenario (repeatable)"
     )
     parser.add_argument("--no-nchan", action="store_true", help="skip the Nchan side")
+    parser.add_argument(
+        "--db",
+        choices=("auto", "sqlite", "postgres", "both"),
+        default="auto",
+        help="streamer's backend(s); auto: SQLite, then PostgreSQL when reachable",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines appended here")
     args = parser.parse_args(argv)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
 
+    try:
+        dbs, pg_admin, note = backends(args.db)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if note:
+        print(note, file=sys.stderr)
     nchan = not args.no_nchan
     if nchan and not nchan_available():
         print("nginx + libnginx-mod-nchan not installed: Nchan side skipped", file=sys.stderr)
@@ -43,18 +81,30 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     with tempfile.TemporaryDirectory(prefix="streamer-bench-") as tmp:
         suite = Suite(Recorder(args.results, quick=args.quick), Path(tmp), args.quick, nchan)
+        suite.pg_admin = pg_admin
         for name in args.only or SCENARIOS:
-            start = time.monotonic()
-            print(f"# {name} ...", file=sys.stderr, flush=True)
-            module = importlib.import_module(f"bench.{name}")
-            try:
-                run(module.run(suite))
-            except Exception:
-                traceback.print_exc()
-                failed.append(name)
-                suite.recorder.write(f"{name}.error", error=traceback.format_exc()[-2000:])
-            print(f"# {name} took {time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
-    unverified = [r["scenario"] for r in suite.recorder.records if r.get("verified") is False]
+            passes = [db for db in dbs if name not in POSTGRES_ONLY or db == "postgres"]
+            if not passes:
+                print(f"# {name}: needs PostgreSQL, skipped", file=sys.stderr, flush=True)
+                continue
+            suite.shared.clear()
+            for n, db in enumerate(passes):
+                suite.db = suite.recorder.db = db
+                suite.peers = n == 0
+                start = time.monotonic()
+                print(f"# {name} on {db} ...", file=sys.stderr, flush=True)
+                module = importlib.import_module(f"bench.{name}")
+                try:
+                    run(module.run(suite))
+                except Exception:
+                    traceback.print_exc()
+                    failed.append(f"{name}/{db}")
+                    suite.recorder.write(f"{name}.error", error=traceback.format_exc()[-2000:])
+                took = time.monotonic() - start
+                print(f"# {name} on {db} took {took:.1f} s", file=sys.stderr, flush=True)
+    unverified = [
+        f"{r['scenario']}/{r['db']}" for r in suite.recorder.records if r.get("verified") is False
+    ]
     if unverified:
         print(f"# NOT VERIFIED: {unverified}", file=sys.stderr)
     if failed:

@@ -1,7 +1,11 @@
-"""Headline table from results JSON lines: ``python -m bench.summary [FILE] [--run ID ...]``.
+"""Headline tables from results JSON lines: ``python -m bench.summary [FILE] [--run ID ...]
+[--db sqlite|postgres]``.
 
 Without ``--run`` it takes, for every (scenario, server, case), the latest full-size
 (not ``--quick``) line of the file, so a table can combine scenarios run separately.
+One table per backend of streamer (SQLite, then PostgreSQL with the cross-node rows
+when the file has any); peers' lines (Nchan, Redis, the raw ceilings) have no
+backend and appear in both. Lines written before the ``db`` field existed are SQLite.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ def key(r: dict[str, Any]) -> tuple[Any, ...]:
         r.get("rate_asked"),
         r.get("readers"),
         r.get("phase"),
+        r.get("path"),
     )
+
+
+def backend_of(r: dict[str, Any]) -> str | None:
+    """streamer's backend for this line; None for a peer's own line."""
+    if "db" in r:
+        db: str | None = r["db"]
+        return db
+    return "sqlite" if r.get("server", "streamer") == "streamer" else None
 
 
 def latest(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -46,8 +59,8 @@ def fmt(x: float | None, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
-def table(records: list[dict[str, Any]]) -> str:
-    got = latest(records)
+def table(records: list[dict[str, Any]], db: str = "sqlite") -> str:
+    got = latest([r for r in records if backend_of(r) in (db, None)])
     lines = [
         row("scenario", "streamer", "peer", "ratio", "target", "met?", "verified"),
         row(*["---"] * 7),
@@ -59,7 +72,12 @@ def table(records: list[dict[str, Any]]) -> str:
                 return r
         return None
 
-    ceiling = find("ingest.sqlite_ceiling")
+    if db == "postgres":
+        ceiling = find("ingest.pg_ceiling")
+        ceiling_name, ceiling_target = "asyncpg INSERT unnest", None
+    else:
+        ceiling = find("ingest.sqlite_ceiling")
+        ceiling_name, ceiling_target = "sqlite3 executemany", 0.6
     single = find("ingest.single", server="streamer")
     nsingle = find("ingest.single", server="nchan")
     if single:
@@ -86,10 +104,10 @@ def table(records: list[dict[str, Any]]) -> str:
                     f"ingest, batches of {batch}, 4 producers "
                     f"(ev/s; ack p99 {b['ack']['p99_ms']} ms)",
                     fmt(b["events_per_s"]),
-                    f"sqlite3 executemany {fmt(ceiling['events_per_s'])}",
+                    f"{ceiling_name} {fmt(ceiling['events_per_s'])}",
                     fmt(ratio, 2),
-                    "≥ 0.6× ceiling",
-                    "yes" if ratio >= 0.6 else "no",
+                    f"≥ {ceiling_target}× ceiling" if ceiling_target else "–",
+                    ("yes" if ratio >= ceiling_target else "no") if ceiling_target else "–",
                     b["verified"],
                 )
             )
@@ -233,19 +251,71 @@ def table(records: list[dict[str, Any]]) -> str:
                 s["verified"],
             )
         )
+    if db == "postgres":
+        lines += crossnode_rows(find)
     return "\n".join(lines)
+
+
+def crossnode_rows(find: Any) -> list[str]:
+    """Publisher on node B, subscribers on node A, against the same-node run beside it."""
+    lines = []
+    for transport in ("sse", "ws"):
+        for rate in (100, 500, 0):
+            c = find("crossnode", transport=transport, rate_asked=rate, path="cross")
+            s = find("crossnode", transport=transport, rate_asked=rate, path="same")
+            if not c or not s:
+                continue
+            cl, sl = c["latency"], s["latency"]
+            label = f"cross-node {c['subscribers']} {transport.upper()} @ {rate or 'max'}"
+            lines.append(
+                row(
+                    f"{label}: latency p50/p95/p99 ms (same node beside it)",
+                    f"{cl['p50_ms']} / {cl['p95_ms']} / {cl['p99_ms']}",
+                    f"same node {sl['p50_ms']} / {sl['p95_ms']} / {sl['p99_ms']}",
+                    fmt(cl["p99_ms"] / sl["p99_ms"], 2) + " (p99)" if sl["p99_ms"] else "–",
+                    "–",
+                    "–",
+                    "",
+                )
+            )
+            lines.append(
+                row(
+                    f"{label}: delivered ev/s (pub/s reached {c['pub_per_s']}; "
+                    f"same node {s['pub_per_s']})",
+                    fmt(c["delivered_per_s"]),
+                    f"same node {fmt(s['delivered_per_s'])}",
+                    fmt(c["delivered_per_s"] / s["delivered_per_s"], 2)
+                    if s["delivered_per_s"]
+                    else "–",
+                    "–",
+                    "–",
+                    c["verified"] and s["verified"],
+                )
+            )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.summary", description=__doc__)
     parser.add_argument("file", nargs="?", type=Path, default=RESULTS)
     parser.add_argument("--run", action="append", help="only these run ids")
+    parser.add_argument(
+        "--db", choices=("sqlite", "postgres"), action="append", help="only this backend's table"
+    )
     args = parser.parse_args(argv)
     records = [json.loads(line) for line in args.file.read_text().splitlines() if line.strip()]
     records = [r for r in records if not r.get("quick")]
     if args.run:
         records = [r for r in records if r["run"] in args.run]
-    print(table(records))
+    has = {backend_of(r) for r in records}
+    tables = [db for db in args.db or ("sqlite", "postgres") if db in has]
+    for n, db in enumerate(tables):
+        if len(tables) > 1:
+            print(
+                ("\n" if n else "")
+                + f"streamer on {'SQLite' if db == 'sqlite' else 'PostgreSQL'}:\n"
+            )
+        print(table(records, db))
     return 0
 
 
