@@ -7,6 +7,7 @@ stream would hang them; every streaming test here talks to a real server over TC
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -138,9 +139,11 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(db=str(tmp_path / "streamer.db"), keepalive_seconds=15.0)
 
 
-@pytest.fixture
-async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
-    server = LiveServer(settings, FollowHooks())
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, **options: Any) -> AsyncIterator[LiveServer]:
+    """A started ``LiveServer`` with a first user (``options`` go to ``LiveServer``),
+    stopped with its clients closed afterwards."""
+    server = LiveServer(settings, options.pop("hooks", FollowHooks()), **options)
     await server.start()
     server.key = await server.new_user("owner")
     try:
@@ -149,3 +152,9 @@ async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
         for client in server.clients:
             await client.aclose()
         await server.stop()
+
+
+@pytest.fixture
+async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
+    async with serving(settings) as server:
+        yield server

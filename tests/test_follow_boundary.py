@@ -13,7 +13,7 @@ from streamer.config import Settings
 from streamer.follow import FollowHooks
 
 from .clients import ws_collect
-from .conftest import LiveServer
+from .conftest import LiveServer, serving
 
 TOTAL = 1500
 
@@ -60,15 +60,8 @@ async def either_path_server(
 ) -> AsyncIterator[LiveServer]:
     """A server whose live deliveries go straight to sockets (the default) or, with
     the fast path off, all through the ASGI send path: both must be exact."""
-    server = LiveServer(settings, FollowHooks(), direct_writes=request.param)
-    await server.start()
-    server.key = await server.new_user("owner")
-    try:
+    async with serving(settings, direct_writes=request.param) as server:
         yield server
-    finally:
-        for client in server.clients:
-            await client.aclose()
-        await server.stop()
 
 
 async def test_readers_joining_at_random_points_each_get_exactly_their_suffix(
