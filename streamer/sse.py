@@ -13,6 +13,7 @@ the response ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .context import Context, context, stream_start
+from .errors import StreamerError
 from .follow import Follow
 from .openapi import Operation
 from .wire import direct_for
@@ -32,6 +34,7 @@ DOC = Operation(
     streaming=True,
 )
 
+log = logging.getLogger("streamer")
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -84,6 +87,10 @@ class SSEResponse(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except TimeoutError:
                 follow.close("send_timeout")  # it stopped reading; resumes with Last-Event-ID
+            except StreamerError as exc:  # storage failed mid-stream (database down, pool dry)
+                log.warning("ending an SSE stream of job %s: %s", follow.job_id, exc.detail)
+                follow.close("storage_error")  # the client's retry resumes with Last-Event-ID
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:
                 follow.close("disconnect")
             finally:

@@ -15,6 +15,7 @@ too many for the user with 1013 (try again later).
 from __future__ import annotations
 
 import asyncio
+import logging
 from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -30,6 +31,7 @@ DOC = Operation(
     ("job_id", "from_index", "tail", "token"),
     streaming=True,
 )
+log = logging.getLogger("streamer")
 CLOSE_REASONS = {"shutdown": 1012, "deleted": 4404, "revoked": 4401, "too_big": 1009}
 CLOSE_TEXT = {
     "shutdown": "server restarting: resume from the next index",
@@ -114,6 +116,10 @@ async def events_ws(websocket: WebSocket) -> None:
         except TimeoutError:
             follow.close("send_timeout")
             await _close_quietly(websocket, 1008, "send timeout: resume from the last index")
+        except StreamerError as exc:  # storage failed mid-stream (database down, pool dry)
+            log.warning("ending a WebSocket stream of job %s: %s", follow.job_id, exc.detail)
+            follow.close("storage_error")
+            await _close_quietly(websocket, exc.ws_code, "storage unavailable: resume later")
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
         finally:
