@@ -28,13 +28,36 @@ from .storage.base import Storage
 Key = tuple[str, int, int]  # job id, from index, limit
 
 
+class Shared:
+    """One read: its task, when it started (loop time and stamp), its size once read."""
+
+    __slots__ = ("task", "born", "stamp", "size")
+
+    def __init__(self, task: asyncio.Future[list[Event]], born: float, stamp: int) -> None:
+        self.task = task
+        self.born = born
+        self.stamp = stamp
+        self.size = 0
+
+
 class RecentPages:
-    def __init__(self, max_pages: int = 64, ttl: float = 5.0) -> None:
-        self.max_pages = max_pages
+    """Pages kept for ``ttl`` seconds after their read started, at most ``max_bytes``
+    of them (counted twice: the stored lines, and the wire frames that readers build
+    and cache on the shared events). A lone reader replaying a long log gains nothing
+    from them, so the byte bound, not the TTL, is what keeps its memory flat."""
+
+    def __init__(self, max_bytes: int = 8 << 20, ttl: float = 5.0) -> None:
+        self.max_bytes = max_bytes
         self.ttl = ttl
         self.hits = 0  # reads answered from a page another reader fetched
         self._clock = 0
-        self._pages: dict[Key, tuple[asyncio.Future[list[Event]], float, int]] = {}
+        self._bytes = 0
+        self._pages: dict[Key, Shared] = {}
+
+    @property
+    def held_bytes(self) -> int:
+        """What the kept pages weigh (their lines, twice), bounded by ``max_bytes``."""
+        return self._bytes
 
     def stamp(self) -> int:
         """A tick of the counter that orders subscriptions and reads."""
@@ -62,41 +85,50 @@ class RecentPages:
         key = (job_id, start, limit)
         now = asyncio.get_running_loop().time()
         entry = None if fresh else self._pages.get(key)
-        if entry is not None and now - entry[1] < self.ttl:
+        if entry is not None and now - entry.born < self.ttl:
             try:
-                page = await asyncio.shield(entry[0])
+                page = await asyncio.shield(entry.task)
             except Exception:  # noqa: S110 - the reader that started it sees the error
                 pass
             else:
                 self.hits += 1
-                return page, since < entry[2]
+                return page, since < entry.stamp
         task = asyncio.ensure_future(storage.read_events(job_id, start, limit))
-        task.add_done_callback(self._settled(key))
-        self._pages.pop(key, None)  # re-insert at the end: eviction goes oldest first
-        self._pages[key] = (task, now, self.stamp())
+        self._drop(key)  # re-insert at the end: eviction goes oldest first
+        self._pages[key] = shared = Shared(task, now, self.stamp())
+        task.add_done_callback(self._settled(key, shared))
         self._evict(now)
         return await asyncio.shield(task), True
 
     def forget(self, job_id: str) -> None:
         """The job was deleted: its pages must not outlive it."""
         for key in [k for k in self._pages if k[0] == job_id]:
-            del self._pages[key]
+            self._drop(key)
 
-    def _settled(self, key: Key) -> Callable[[asyncio.Future[list[Event]]], None]:
+    def _settled(self, key: Key, shared: Shared) -> Callable[[asyncio.Future[list[Event]]], None]:
         def settled(task: asyncio.Future[list[Event]]) -> None:
+            if self._pages.get(key) is not shared:
+                return  # evicted or replaced already
             # A failed read is not kept (and its error is taken, so asyncio does not
             # log it as never retrieved when the reader that started it went away).
             if task.cancelled() or task.exception() is not None:
-                entry = self._pages.get(key)
-                if entry is not None and entry[0] is task:
-                    del self._pages[key]
+                self._drop(key)
+                return
+            shared.size = 2 * sum([len(e.line) for e in task.result()])
+            self._bytes += shared.size
+            self._evict(asyncio.get_running_loop().time())
 
         return settled
+
+    def _drop(self, key: Key) -> None:
+        shared = self._pages.pop(key, None)
+        if shared is not None:
+            self._bytes -= shared.size
 
     def _evict(self, now: float) -> None:
         pages = self._pages
         while pages:
             oldest = next(iter(pages))
-            if len(pages) <= self.max_pages and now - pages[oldest][1] < self.ttl:
+            if self._bytes <= self.max_bytes and now - pages[oldest].born < self.ttl:
                 return
-            del pages[oldest]
+            self._drop(oldest)

@@ -111,3 +111,18 @@ async def test_reopening_a_stream_reads_past_a_shared_page_that_is_not_its_end(
                     ids.append(int(line[4:]))
             assert ids == [0, 1, 2]
     assert live_server.ctx.hub.pages.hits >= 4
+
+
+async def test_kept_pages_stay_under_the_byte_bound(live_server: LiveServer) -> None:
+    """A lone reader of a long log must not leave its whole replay in the cache."""
+    job = await live_server.create_job()
+    await fill(live_server, job, 200)
+    pages, storage = live_server.ctx.hub.pages, live_server.ctx.storage
+    pages.max_bytes = 4_000
+    one_page = 2 * sum(len(e.line) for e in (await pages.read(storage, job, 0, 10, 0))[0])
+    assert 0 < one_page < pages.max_bytes
+    for start in range(10, 200, 10):
+        page, _ = await pages.read(storage, job, start, 10, pages.stamp())
+        assert [e.index for e in page] == list(range(start, start + 10))
+        assert pages.held_bytes <= pages.max_bytes
+    assert pages.held_bytes > pages.max_bytes - one_page, "the newest pages are kept"
