@@ -20,6 +20,7 @@ page's last index itself, which usually finds nothing, at the cost of one small 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 
 from .models import Event
@@ -52,7 +53,9 @@ class RecentPages:
         self.hits = 0  # reads answered from a page another reader fetched
         self._clock = 0
         self._bytes = 0
-        self._pages: dict[Key, Shared] = {}
+        # Oldest first. An OrderedDict, not a dict: taking the first key of a dict
+        # after many deletions at its front walks past their dummies every time.
+        self._pages: OrderedDict[Key, Shared] = OrderedDict()
 
     @property
     def held_bytes(self) -> int:
