@@ -8,11 +8,10 @@ import socket
 import httpx
 
 from streamer.config import Settings
-from streamer.follow import FollowHooks
 from streamer.metrics import GROUP_SIZE_BUCKETS
 
 from .clients import ws_collect
-from .conftest import LiveServer
+from .conftest import LiveServer, serving
 
 
 def sample(text: str, name: str) -> float:
@@ -154,10 +153,7 @@ async def test_readers_catching_up_and_slow_reader_closes(settings: Settings) ->
     and it leaves the live readers."""
     # Pages of 4 events (400 kB): the replay takes many writes, and one of them blocks.
     changes = {"send_timeout_seconds": 2.0, "max_page_events": 4}
-    server = LiveServer(settings.replace(**changes), FollowHooks())
-    await server.start()
-    try:
-        server.key = await server.new_user("owner")
+    async with serving(settings.replace(**changes)) as server:
         client = server.client()
         job = await server.create_job(client)
         await append_bytes(client, job, 6)  # more than the kernel buffers hold
@@ -173,17 +169,10 @@ async def test_readers_catching_up_and_slow_reader_closes(settings: Settings) ->
             assert sample(text, 'streamer_slow_reader_closes_total{transport="ws"}') == 0
         finally:
             sock.close()
-    finally:
-        for c in server.clients:
-            await c.aclose()
-        await server.stop()
 
 
 async def test_a_slow_live_websocket_reader_close_is_counted(settings: Settings) -> None:
-    server = LiveServer(settings.replace(send_timeout_seconds=1.0), FollowHooks())
-    await server.start()
-    try:
-        server.key = await server.new_user("owner")
+    async with serving(settings.replace(send_timeout_seconds=1.0)) as server:
         client = server.client()
         job = await server.create_job(client)
         sock = stalled_socket(server.port, stream_request(server, job, "ws"))
@@ -197,10 +186,6 @@ async def test_a_slow_live_websocket_reader_close_is_counted(settings: Settings)
             assert sample(text, 'streamer_streams_total{transport="ws"}') == 1
         finally:
             sock.close()
-    finally:
-        for c in server.clients:
-            await c.aclose()
-        await server.stop()
 
 
 async def test_task_gauge_follows_open_streams(live_server: LiveServer) -> None:
