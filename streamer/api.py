@@ -20,8 +20,9 @@ from . import tokens
 from .context import authenticate, context, json_response, read_json
 from .errors import BadRequest, CursorAhead
 from .follow import parse_cursor
-from .models import STATUSES, parse_events, parse_job_patch, parse_new_job
+from .models import STATUSES
 from .openapi import Operation
+from .parsing import parse_events, parse_job_patch, parse_new_job
 
 MAX_JOBS_PAGE = 200
 

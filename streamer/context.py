@@ -33,7 +33,8 @@ from .follow import Follow, FollowHooks, start_index
 from .hub import Hub
 from .limits import AppendRate, StreamSlots, StreamStartRate
 from .metrics import LATENCY_BUCKETS, Histogram
-from .models import Job, parse_json, utcnow
+from .models import Job, utcnow
+from .parsing import parse_json
 from .storage.base import Storage
 
 log = logging.getLogger("streamer")

@@ -20,15 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamer.errors import BadRequest, PayloadTooLarge, StreamerError, Unprocessable
-from streamer.models import (
-    EVENT_TYPE,
-    NewEvent,
-    _object,
-    _unknown,
-    encode_events,
-    parse_events,
-    parse_json,
-)
+from streamer.models import EVENT_TYPE, NewEvent, encode_events
+from streamer.parsing import _object, _unknown, parse_events, parse_json
 
 # --- the reference: the code before the fast paths ------------------------------------
 
