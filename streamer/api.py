@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -116,6 +117,7 @@ async def delete_job(request: Request) -> Response:
 
 
 async def append_events(request: Request) -> Response:
+    began = time.perf_counter()
     caller = await authenticate(request)
     ctx = context(request)
     settings = ctx.settings
@@ -131,6 +133,7 @@ async def append_events(request: Request) -> Response:
         expected,
         byte_limit=settings.max_job_bytes,
     )
+    ctx.append_latency.observe(time.perf_counter() - began)  # acknowledged: committed
     return json_response({"first_index": stored[0].index, "last_index": stored[-1].index}, 201)
 
 

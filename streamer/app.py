@@ -2,8 +2,7 @@
 
 The lifespan runs the background tasks: the cross-node watch, retention, and the
 credential re-check that ends streams of revoked keys and deactivated users.
-The outermost middleware, ``logs.RequestLog``, writes one line per request and
-observes the append latency histogram.
+The outermost middleware, ``logs.RequestLog``, writes one line per request.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
 
 from . import api, logs, metrics, openapi, retention, sse, textlog, ws
 from .config import Settings
@@ -35,7 +32,6 @@ from .storage import open_storage
 
 log = logging.getLogger("streamer")
 STATIC = Path(__file__).parent / "static"
-APPEND_PATH = re.compile(r"/api/v1/jobs/[^/]+/events")
 
 
 def problem(error: StreamerError) -> Response:
@@ -127,18 +123,6 @@ def openapi_document() -> dict[str, object]:
     return openapi.document(operations, release)
 
 
-def observe_append(scope: Scope, status: int, seconds: float) -> None:
-    """An append's latency, request to 2xx (sent after COMMIT), into /metrics.
-
-    Only successful appends: a refusal (4xx) is fast and says nothing about storage.
-    """
-    if 200 <= status < 300 and scope.get("method") == "POST":
-        if APPEND_PATH.fullmatch(scope["path"]):
-            ctx: Context | None = getattr(scope["app"].state, "ctx", None)
-            if ctx is not None:
-                ctx.append_latency.observe(seconds)
-
-
 def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlette:
     """A fresh app with its own storage, hub and watch task (opened in the lifespan)."""
 
@@ -200,7 +184,7 @@ def create_app(settings: Settings, hooks: FollowHooks | None = None) -> Starlett
     if STATIC.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC, html=True), name="static"))
     middleware = [
-        Middleware(logs.RequestLog, on_response=observe_append),
+        Middleware(logs.RequestLog),
         Middleware(SecurityMiddleware),
     ]
     if settings.cors_allowlist:

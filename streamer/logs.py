@@ -26,7 +26,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -116,23 +115,16 @@ def configure(log_format: str, level: int | str | None = None) -> None:
                 target.setFormatter(formatter)
 
 
-OnResponse = Callable[[Scope, int, float], None]
-
-
 class RequestLog:
     """One line per HTTP request or WebSocket, when it ends.
 
     Fields: client, method, path (with its query, redacted), status, duration_ms,
-    bytes (response body), user_id (when the request authenticated). ``on_response``
-    is called as the response starts, with the status and the seconds since the
-    request arrived: the app observes append latency there (the 2xx of an append is
-    sent after COMMIT). A WebSocket's status is 101 once accepted, 403 when refused
-    before it.
+    bytes (response body), user_id (when the request authenticated). A WebSocket's
+    status is 101 once accepted, 403 when refused before it.
     """
 
-    def __init__(self, app: ASGIApp, on_response: OnResponse | None = None) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.on_response = on_response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -150,8 +142,6 @@ class RequestLog:
                 sent += len(message.get("body", b""))
             elif kind in ("http.response.start", "websocket.http.response.start"):
                 status = message["status"]
-                if self.on_response is not None:
-                    self.on_response(scope, status, time.perf_counter() - began)
             elif kind == "websocket.accept":
                 status = 101
             elif kind == "websocket.close" and not status:
