@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,13 @@ class LiveServer:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(db=str(tmp_path / "streamer.db"), keepalive_seconds=15.0)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll a cheap in-process condition until it holds (bounded by ``timeout``)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

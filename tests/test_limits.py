@@ -17,7 +17,6 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -30,7 +29,7 @@ from streamer.models import NewEvent, utcnow
 from streamer.storage.sqlite import MIGRATIONS, SQLiteStorage
 
 from .clients import ws_events
-from .conftest import LiveServer
+from .conftest import LiveServer, wait_until
 from .rest_helpers import JOBS, assert_problem, module_server, with_fresh_user
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -172,13 +171,6 @@ async def test_websocket_default_limit_is_64_kib(
 
 
 # --- streams per user -----------------------------------------------------------------------
-
-
-async def wait_until(condition: Any, timeout: float = 5.0) -> None:
-    """Poll a cheap in-process condition until it holds (bounded)."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 async def test_streams_per_user_limit_is_exact(server: LiveServer) -> None:

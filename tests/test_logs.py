@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from .clients import ws_events
-from .conftest import free_socket
+from .conftest import free_socket, wait_until
 from .procs import wait_until_up
 
 JOBS = "/api/v1/jobs"
@@ -128,7 +128,9 @@ async def test_one_line_per_request_and_per_stream_start_and_end(
             assert (await client.get(f"{JOBS}/{job}/log")).text == "line 0\nline 1\nline 2\n"
             async with httpx.AsyncClient(base_url=base) as anonymous:
                 assert (await anonymous.get(JOBS)).status_code == 401
-        await asyncio.sleep(0.2)  # the WebSocket's end is logged when the server sees it
+        # The WebSocket's end is logged when the server sees the client leave.
+        ends = "stream end " if log_format == "text" else '"stream_end"'
+        await wait_until(lambda: log.read_text().count(ends) == 4, timeout=10)
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 20)

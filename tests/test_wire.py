@@ -15,7 +15,7 @@ from websockets.streams import StreamReader
 from streamer.models import Event, ws_text_frame
 
 from .clients import ws_collect
-from .conftest import LiveServer
+from .conftest import LiveServer, wait_until
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 200_000])
@@ -58,8 +58,7 @@ async def test_live_events_reach_sse_and_ws_readers_straight_from_publish(
             return [e["index"] for e in await ws_collect(ws)]
 
     readers = [asyncio.create_task(sse_reader()), asyncio.create_task(ws_reader())]
-    while hub.subscriber_count < 2:
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: hub.subscriber_count == 2)
     for i in range(20):
         r = await client.post(f"/api/v1/jobs/{job}/events", json={"data": f"{i}\n"})
         assert r.status_code == 201
