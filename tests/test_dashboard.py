@@ -21,9 +21,8 @@ pytest.importorskip(
 from playwright.async_api import Browser, Page, expect  # noqa: E402
 
 from streamer.config import Settings  # noqa: E402
-from streamer.follow import FollowHooks  # noqa: E402
 
-from .conftest import LiveServer  # noqa: E402
+from .conftest import LiveServer, serving  # noqa: E402
 from .dashboard_support import (  # noqa: E402
     append,
     append_lines,
@@ -52,15 +51,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(loop_scope="module")
 async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
     """conftest's server, on the module's event loop (one Chromium serves the module)."""
-    server = LiveServer(settings, FollowHooks())
-    await server.start()
-    server.key = await server.new_user("owner")
-    try:
+    async with serving(settings) as server:
         yield server
-    finally:
-        for client in server.clients:
-            await client.aclose()
-        await server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
