@@ -194,7 +194,7 @@ class Follow:
             since = pages.stamp()
         try:
             while not self.complete and self.closed is None:
-                page, is_end = await pages.read(
+                page, size, is_end = await pages.read(
                     self.storage, self.job_id, self.next_index, limit, since, fresh=fresh
                 )
                 if page:
@@ -209,8 +209,8 @@ class Follow:
                 # Size the next page by bytes, not events: ~REPLAY_PAGE_BYTES per read
                 # keeps a long replay to a few hundred storage round trips per million
                 # small events, and a page of big events from holding much memory.
-                size = sum([len(e.line) for e in page]) or 1
-                limit = max(1, min(MAX_REPLAY_PAGE_EVENTS, REPLAY_PAGE_BYTES * len(page) // size))
+                limit = REPLAY_PAGE_BYTES * len(page) // (size or 1)
+                limit = max(1, min(MAX_REPLAY_PAGE_EVENTS, limit))
         finally:
             self.replaying = False
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 from .models import Event
 from .storage.base import Storage
@@ -29,12 +30,25 @@ from .storage.base import Storage
 Key = tuple[str, int, int]  # job id, from index, limit
 
 
+class Page(NamedTuple):
+    events: list[Event]
+    size: int  # bytes of the events' stored lines, summed once per read
+    is_end: bool  # nothing was stored past it when this reader's buffer began
+
+
+async def _read(storage: Storage, job_id: str, start: int, limit: int) -> tuple[list[Event], int]:
+    events = await storage.read_events(job_id, start, limit)
+    return events, sum([len(e.line) for e in events])
+
+
 class Shared:
     """One read: its task, when it started (loop time and stamp), its size once read."""
 
     __slots__ = ("task", "born", "stamp", "size")
 
-    def __init__(self, task: asyncio.Future[list[Event]], born: float, stamp: int) -> None:
+    def __init__(
+        self, task: asyncio.Future[tuple[list[Event], int]], born: float, stamp: int
+    ) -> None:
         self.task = task
         self.born = born
         self.stamp = stamp
@@ -76,7 +90,7 @@ class RecentPages:
         since: int,
         *,
         fresh: bool = False,
-    ) -> tuple[list[Event], bool]:
+    ) -> Page:
         """``storage.read_events(job_id, start, limit)``, shared, and whether a short
         page is the end of what is stored for a reader that started at stamp ``since``
         (its hub subscription, or its first read when it has none).
@@ -90,26 +104,29 @@ class RecentPages:
         entry = None if fresh else self._pages.get(key)
         if entry is not None and now - entry.born < self.ttl:
             try:
-                page = await asyncio.shield(entry.task)
+                events, size = await asyncio.shield(entry.task)
             except Exception:  # noqa: S110 - the reader that started it sees the error
                 pass
             else:
                 self.hits += 1
-                return page, since < entry.stamp
-        task = asyncio.ensure_future(storage.read_events(job_id, start, limit))
+                return Page(events, size, since < entry.stamp)
+        task = asyncio.ensure_future(_read(storage, job_id, start, limit))
         self._drop(key)  # re-insert at the end: eviction goes oldest first
         self._pages[key] = shared = Shared(task, now, self.stamp())
         task.add_done_callback(self._settled(key, shared))
         self._evict(now)
-        return await asyncio.shield(task), True
+        events, size = await asyncio.shield(task)
+        return Page(events, size, True)
 
     def forget(self, job_id: str) -> None:
         """The job was deleted: its pages must not outlive it."""
         for key in [k for k in self._pages if k[0] == job_id]:
             self._drop(key)
 
-    def _settled(self, key: Key, shared: Shared) -> Callable[[asyncio.Future[list[Event]]], None]:
-        def settled(task: asyncio.Future[list[Event]]) -> None:
+    def _settled(
+        self, key: Key, shared: Shared
+    ) -> Callable[[asyncio.Future[tuple[list[Event], int]]], None]:
+        def settled(task: asyncio.Future[tuple[list[Event], int]]) -> None:
             if self._pages.get(key) is not shared:
                 return  # evicted or replaced already
             # A failed read is not kept (and its error is taken, so asyncio does not
@@ -117,7 +134,7 @@ class RecentPages:
             if task.cancelled() or task.exception() is not None:
                 self._drop(key)
                 return
-            shared.size = 2 * sum([len(e.line) for e in task.result()])
+            shared.size = 2 * task.result()[1]  # the lines, and the frames built from them
             self._bytes += shared.size
             self._evict(asyncio.get_running_loop().time())
 

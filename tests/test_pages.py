@@ -27,7 +27,7 @@ async def test_readers_asking_for_the_same_page_share_one_read(
     await fill(live_server, job, 10)
     pages, storage = live_server.ctx.hub.pages, live_server.ctx.storage
     since = pages.stamp()
-    (first, _), (second, _) = await asyncio.gather(
+    (first, _, _), (second, _, _) = await asyncio.gather(
         pages.read(storage, job, 0, 5, since), pages.read(storage, job, 0, 5, since)
     )
     assert [e.index for e in first] == [0, 1, 2, 3, 4]
@@ -44,17 +44,17 @@ async def test_a_short_shared_page_ends_the_log_only_for_readers_subscribed_befo
     await fill(live_server, job, 10)
     pages, storage = live_server.ctx.hub.pages, live_server.ctx.storage
     early = pages.stamp()  # a reader that subscribed before the read below
-    short, is_end = await pages.read(storage, job, 0, 20, early)
+    short, _, is_end = await pages.read(storage, job, 0, 20, early)
     assert len(short) == 10 and is_end, "a reader's own read is always the end for it"
-    shared, is_end = await pages.read(storage, job, 0, 20, early)
+    shared, _, is_end = await pages.read(storage, job, 0, 20, early)
     assert shared is short and is_end
     await fill(live_server, job, 5)
     late = pages.stamp()  # subscribed after the short page was read
-    shared, is_end = await pages.read(storage, job, 0, 20, late)
+    shared, _, is_end = await pages.read(storage, job, 0, 20, late)
     assert shared is short and not is_end
     assert pages.hits == 2
     # What the late reader does next: read on from the page's end, by itself.
-    rest, is_end = await pages.read(storage, job, 10, 20, late)
+    rest, _, is_end = await pages.read(storage, job, 10, 20, late)
     assert [e.index for e in rest] == [10, 11, 12, 13, 14] and is_end
 
 
@@ -119,10 +119,12 @@ async def test_kept_pages_stay_under_the_byte_bound(live_server: LiveServer) -> 
     await fill(live_server, job, 200)
     pages, storage = live_server.ctx.hub.pages, live_server.ctx.storage
     pages.max_bytes = 4_000
-    one_page = 2 * sum(len(e.line) for e in (await pages.read(storage, job, 0, 10, 0))[0])
+    first, size, _ = await pages.read(storage, job, 0, 10, 0)
+    assert size == sum(len(e.line) for e in first), "a page carries its lines' size"
+    one_page = 2 * size
     assert 0 < one_page < pages.max_bytes
     for start in range(10, 200, 10):
-        page, _ = await pages.read(storage, job, start, 10, pages.stamp())
+        page, _, _ = await pages.read(storage, job, start, 10, pages.stamp())
         assert [e.index for e in page] == list(range(start, start + 10))
         assert pages.held_bytes <= pages.max_bytes
     assert pages.held_bytes > pages.max_bytes - one_page, "the newest pages are kept"
