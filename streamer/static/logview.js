@@ -26,9 +26,14 @@ export class LogView {
     this.onfollow = () => {};
     this.onselect = () => {};
     this.failed = new Map(); // chunk -> time of the last failed load, to retry gently
+    // The scroll position the view itself last set: a scroll event that finds the log
+    // taller than that position's bottom is the log growing, not the user leaving it.
+    this.autoTop = 0;
     el.addEventListener("scroll", () => {
       const was = this.following;
-      this.following = this.atBottom();
+      if (this.atBottom()) this.following = true;
+      else if (el.scrollTop < this.autoTop - BOTTOM_SLACK) this.following = false;
+      this.autoTop = Math.min(this.autoTop, el.scrollTop);
       if (was !== this.following) this.onfollow(this.following);
       this.schedule();
     });
@@ -119,7 +124,7 @@ export class LogView {
     const digits = String(Math.max(0, model.count - 1)).length;
     if (digits !== this.digits) { this.digits = digits; el.style.setProperty("--ln-digits", String(digits)); }
     el.classList.toggle("empty", model.count === 0);
-    if (this.following) el.scrollTop = el.scrollHeight;
+    if (this.following) { el.scrollTop = el.scrollHeight; this.autoTop = el.scrollTop; }
     const offset = this.offset();
     const first = Math.max(0, Math.floor(offset / rowH));
     const last = Math.min(model.count, first + Math.ceil(el.clientHeight / rowH) + 1);
