@@ -31,9 +31,9 @@ from typing import Any
 
 import httpx
 
-from streamer import auth
-from streamer.config import Settings
-from streamer.server import build_server
+from streamer.core import keys
+from streamer.server.run import build_server
+from streamer.server.settings import Settings
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "dashboard.jsonl"
@@ -149,8 +149,8 @@ async def run(lines: int, live: int) -> dict[str, Any]:
         port = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://127.0.0.1:{port}"
         try:
-            _, key = await auth.create_user_with_key(
-                server.app.state.ctx.storage, "bench", "bench@example.com"
+            _, key = await keys.create_user_with_key(
+                server.app.state.resources.storage.identity, "bench", "bench@example.com"
             )
             headers = {"Authorization": f"Bearer {key}"}
             async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:

@@ -1,5 +1,5 @@
 """``python -m streamer`` is the ``streamer`` command."""
 
-from .cli import run
+from .cli.main import run
 
 run()

@@ -1,13 +1,23 @@
-"""Storage backends, chosen by the database URL's scheme."""
+"""Storage backends, chosen by the database URL's scheme.
+
+SQL lives here and nowhere else. The transactions and queries are written once
+(``transactions.py``, ``identity.py``, ``jobs.py``) over a small ``Database``
+interface (``commands.py``); ``sqlite/`` and ``postgres/`` each provide one, with
+their schema and the few commands whose best SQL differs. No backend imports the
+other.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from ..config import Settings
-from .base import Storage
+from ..core.ports import Storage
 
 DRIVER_MISSING = "PostgreSQL needs the driver: pip install 'streamer[postgres]'"
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
 
 
 def redact_url(url: str) -> str:
@@ -19,24 +29,23 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def open_storage(url: str, settings: Settings) -> Storage:
+def open_storage(url: str, *, sync: str = "normal", pg_pool_size: int = 10) -> Storage:
     """``postgresql://...`` selects PostgreSQL; anything else is a SQLite file path.
 
-    The PostgreSQL driver is an optional extra, imported only when a URL asks for it,
-    so a SQLite-only install never needs it and a missing one names the extra.
+    Each backend's driver is imported only when a URL asks for it.
     """
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres(url):
         try:
             from .postgres import PostgresStorage
         except ImportError as exc:
             if exc.name != "asyncpg":
                 raise
             raise SystemExit(DRIVER_MISSING) from None
-        return PostgresStorage(url, pool_size=settings.pg_pool_size)
+        return PostgresStorage(url, pool_size=pg_pool_size)
     from .sqlite import SQLiteStorage
 
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
-    return SQLiteStorage(path, settings.sync)
+    return SQLiteStorage(path, sync)
 
 
-__all__ = ["Storage", "open_storage", "redact_url"]
+__all__ = ["Storage", "is_postgres", "open_storage", "redact_url"]

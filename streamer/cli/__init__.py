@@ -1,0 +1,1 @@
+"""The ``streamer`` command: serve, the HTTP client commands, and admin commands."""

@@ -1,0 +1,178 @@
+"""What the core needs from storage: narrow interfaces, and the guarantees behind them.
+
+Storage is the source of truth. The hub is only a fast path in front of it, so every
+guarantee of the API ("no gap, no duplicate, survives kill -9") rests on these
+promises, which the contract suite in ``tests/storage/`` checks on
+every backend:
+
+1. ``append`` returns only after the events are durably committed (as durable as
+   the configured sync mode). Indexes are assigned inside the write transaction:
+   per job they are exactly 0, 1, 2, ... with no gap and no reuse, and a batch gets
+   consecutive indexes. A failed append stores nothing.
+2. Commit order equals index order per job: once ``read_events`` can see index
+   ``n``, it can see every index below ``n``.
+3. ``on_commit`` (the hub's publish) is called after commit, in index order, with
+   exactly the events of that commit; never for a failed append. In a cluster
+   (PostgreSQL), per job, this process's hub receives one increasing, gap-free run:
+   ``on_commit`` may include other processes' events that sit between its own, and
+   never repeats one ``watch()`` already yielded.
+4. After a ``complete`` event nothing more can be appended to that job.
+5. Every read is scoped by ``user_id``: another user's job behaves as missing.
+6. ``watch`` yields events other processes committed (PostgreSQL); a backend that
+   only ever has one process yields nothing.
+7. Each job keeps ``byte_count``, the bytes of its stored event lines, updated in
+   the append's own transaction; ``append(..., byte_limit=N)`` refuses (413, nothing
+   stored) a write that would take it past ``N``, except a lone ``complete`` event
+   with short data, so a job at its cap can always be finished.
+8. Credentials are read from the database on every check (``key_candidates``,
+   ``active_keys``), never cached: a revocation or deactivation made by any process
+   counts on every node at the next request.
+
+A backend is a ``Storage``: its ``identity`` (users, keys, secrets) and its ``jobs``
+(jobs and their event logs), plus the connection's life cycle and the cross-process
+feed. Code that needs one capability takes the narrow interface (``EventReader``,
+``KeyReader``) rather than the whole storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from typing import Any, Protocol
+
+from .models import APIKey, Event, Job, NewEvent, User
+
+OnCommit = Callable[[str, Sequence[Event]], None]
+
+
+class KeyReader(Protocol):
+    """What checking a credential needs."""
+
+    async def key_candidates(self, prefix: str) -> list[tuple[str, int, User]]:
+        """(key_hash, key id, owner) of every unrevoked key with this prefix whose owner
+        is active. The caller compares hashes in constant time; storage only narrows
+        the search."""
+
+    async def active_keys(self, key_ids: Collection[int]) -> set[int]:
+        """Which of ``key_ids`` are unrevoked and belong to an active user: one query.
+
+        Open streams remember the key they were opened with (a stream token, the key
+        that minted it); a periodic check closes those whose key is no longer here.
+        """
+
+    async def server_secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the database, created on first use.
+
+        Every process on the same database gets the same bytes, so a stream token
+        minted by one node is accepted by all of them.
+        """
+
+
+class Identity(KeyReader, Protocol):
+    """Users and their API keys."""
+
+    async def create_user(self, name: str, email: str) -> User: ...
+
+    async def count_users(self) -> int: ...
+
+    async def get_user_by_email(self, email: str) -> User | None: ...
+
+    async def get_user(self, user_id: int) -> User | None: ...
+
+    async def list_users(self) -> list[User]:
+        """Every user, active or not, oldest first (for ``streamer users list``)."""
+
+    async def deactivate_user(self, email: str) -> User | None:
+        """Mark the user inactive (idempotent); ``None`` when no user has that email.
+
+        An inactive user's keys stop authenticating at once (``key_candidates`` and
+        ``active_keys`` join on ``users.active``); nothing is deleted, so its jobs and
+        keys remain for audit.
+        """
+
+    async def create_key(self, user_id: int, name: str, prefix: str, key_hash: str) -> APIKey: ...
+
+    async def list_keys(self, user_id: int) -> list[APIKey]: ...
+
+    async def revoke_key(self, key_id: int) -> bool: ...
+
+    async def touch_key(self, key_id: int, when: str) -> None:
+        """Set the key's ``last_used_at``. Callers throttle this to once a minute per
+        key, so a busy key costs one write a minute, not one per request."""
+
+
+class EventReader(Protocol):
+    """What replaying a job's log needs."""
+
+    async def read_events(self, job_id: str, from_index: int, limit: int) -> list[Event]:
+        """Up to ``limit`` stored events with index >= ``from_index``, in order.
+
+        Not scoped by user: callers have already resolved the job with ``get_job``.
+        """
+
+
+class Jobs(EventReader, Protocol):
+    """Jobs and their event logs. Every write goes through ``journal``'s rules."""
+
+    async def create_job(self, user_id: int, name: str | None, metadata: dict[str, Any]) -> Job: ...
+
+    async def get_job(self, user_id: int, job_id: str) -> Job:
+        """The job, or ``NotFound`` when it is missing or belongs to someone else."""
+
+    async def list_jobs(
+        self, user_id: int, status: str | None, limit: int, cursor: tuple[str, str] | None
+    ) -> list[Job]:
+        """Newest first; ``cursor`` is the (created_at, id) of the last job already seen."""
+
+    async def update_job(self, user_id: int, job_id: str, changes: dict[str, Any]) -> Job:
+        """``journal.change`` in one transaction (with the ``complete`` event it may add)."""
+
+    async def claim_job(self, user_id: int) -> Job | None:
+        """Atomically move the caller's oldest queued job to running and return it."""
+
+    async def delete_job(self, user_id: int, job_id: str) -> None: ...
+
+    async def delete_finished_jobs(self, before: str, limit: int) -> int:
+        """Retention: delete up to ``limit`` final jobs (any user's) that finished before
+        ``before`` (an API timestamp), with their events; returns how many.
+
+        Callers loop until it returns 0, so one sweep never holds the writer long.
+        """
+
+    async def append(
+        self,
+        user_id: int,
+        job_id: str,
+        events: Sequence[NewEvent],
+        expected_index: int | None = None,
+        *,
+        byte_limit: int | None = None,
+    ) -> list[Event]:
+        """``journal.append`` in one transaction; see guarantees 1-4 and 7."""
+
+    async def job_bytes(self, user_id: int, job_id: str) -> int:
+        """The job's ``byte_count`` (``NotFound`` like ``get_job``)."""
+
+
+class Storage(Protocol):
+    """One database, as one process uses it."""
+
+    on_commit: OnCommit | None
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def jobs(self) -> Jobs: ...
+
+    async def open(self) -> None:
+        """Connect and migrate (idempotent: safe on every start)."""
+
+    async def close(self) -> None:
+        """Finish in-flight commits and release connections."""
+
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` when the database cannot answer."""
+
+    def watch(self) -> AsyncIterator[tuple[str, Sequence[Event]]]:
+        """Events committed by other processes, for the hub. See guarantee 6."""
+        ...

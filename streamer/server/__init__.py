@@ -1,0 +1,1 @@
+"""The HTTP service: routes, streaming transports, security, metrics, and serving it."""

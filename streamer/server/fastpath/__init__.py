@@ -1,0 +1,1 @@
+"""Writing pre-framed events straight to sockets, past the ASGI ``send`` chain."""

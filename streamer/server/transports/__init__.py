@@ -1,0 +1,1 @@
+"""The streaming routes: thin loops over ``core.follow`` that frame and write."""

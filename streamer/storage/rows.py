@@ -1,0 +1,82 @@
+"""Columns and rows: the one mapping between the tables and the core's values.
+
+Both backends keep the same tables (``sqlite/schema.py``, ``postgres/schema.py``)
+and read them with these column lists, so a row means the same on either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ..core.journal import JobState
+from ..core.models import APIKey, Event, Job, User
+
+USER_COLUMNS = "id, name, email, active, created_at"
+USER_COLUMNS_U = "u.id, u.name, u.email, u.active, u.created_at"
+KEY_COLUMNS = "id, user_id, name, prefix, created_at, last_used_at, revoked_at"
+JOB_COLUMNS = (
+    "id, user_id, name, status, metadata, created_at, updated_at, started_at, finished_at, "
+    "container_id, runner, event_count"
+)
+JOB_STATE_COLUMNS = f"{JOB_COLUMNS}, last_timestamp, byte_count"
+# Every column a write may change, in the order of ``job_state_values``.
+JOB_UPDATE = (
+    "UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, container_id = ?, "
+    "runner = ?, event_count = ?, updated_at = ?, last_timestamp = ?, byte_count = ? "
+    "WHERE id = ?"
+)
+
+
+def user_from_row(row: Sequence[Any]) -> User:
+    return User(row[0], row[1], row[2], bool(row[3]), row[4])
+
+
+def key_from_row(row: Sequence[Any]) -> APIKey:
+    return APIKey(row[0], row[1], row[2], row[3], row[4], row[5], row[6] is None)
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    return Job(
+        id=row[0],
+        user_id=row[1],
+        name=row[2],
+        status=row[3],
+        metadata=orjson.loads(row[4]),
+        created_at=row[5],
+        updated_at=row[6],
+        started_at=row[7],
+        finished_at=row[8],
+        container_id=row[9],
+        runner=row[10],
+        event_count=row[11],
+    )
+
+
+def job_state_from_row(row: Sequence[Any]) -> JobState:
+    """A row of ``JOB_STATE_COLUMNS``."""
+    return JobState(job_from_row(row), row[12], row[13])
+
+
+def job_state_values(state: JobState) -> tuple[Any, ...]:
+    """The parameters of ``JOB_UPDATE``."""
+    job = state.job
+    return (
+        job.status,
+        job.started_at,
+        job.finished_at,
+        job.container_id,
+        job.runner,
+        job.event_count,
+        job.updated_at,
+        state.last_timestamp,
+        state.byte_count,
+        job.id,
+    )
+
+
+def event_from_row(row: Sequence[Any]) -> Event:
+    """A row of ``idx, type, line``."""
+    return Event(row[0], row[1], bytes(row[2]))

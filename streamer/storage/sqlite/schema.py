@@ -1,0 +1,99 @@
+"""The SQLite schema: versioned migrations, and the pragmas every connection gets.
+
+``synchronous`` and ``busy_timeout`` are per connection, so every connection (the
+writer, the readers, the loop thread's point-read connection) runs ``pragmas``.
+The PostgreSQL schema (``postgres/schema.py``) keeps the same tables and migration
+numbers, column for column.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        email TEXT NOT NULL UNIQUE,
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT,
+        revoked_at TEXT
+    );
+    CREATE INDEX api_keys_user ON api_keys(user_id);
+    CREATE INDEX api_keys_prefix ON api_keys(prefix);
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name TEXT,
+        status TEXT NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        container_id TEXT,
+        runner TEXT,
+        event_count INTEGER NOT NULL DEFAULT 0,
+        last_timestamp TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX jobs_user ON jobs(user_id, created_at);
+    CREATE INDEX jobs_status ON jobs(status, created_at);
+    CREATE TABLE events (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        line BLOB NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    ) WITHOUT ROWID;
+    """,
+    """
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
+    # 3: the per-job byte counter behind max_job_bytes, filled in for existing jobs.
+    """
+    ALTER TABLE jobs ADD COLUMN byte_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE jobs SET byte_count =
+        (SELECT coalesce(sum(length(line)), 0) FROM events WHERE events.job_id = jobs.id);
+    """,
+)
+
+
+def pragmas(sync: str) -> str:
+    return (
+        "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; "
+        f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'};"
+    )
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations not yet applied; safe to run on every start."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS)

@@ -1,0 +1,134 @@
+"""Every write the service makes, each one transaction, written once for both backends.
+
+Each function returns a generator that yields ``commands`` and returns ``(result,
+published)``; ``Database.transact`` runs it. What a write decides about a job is
+``journal``'s; what is here is the order of reads and writes around it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ..core import journal
+from ..core.errors import job_not_found
+from ..core.models import APIKey, Event, Job, NewEvent, User, utcnow
+from .commands import Execute, LoadJob, OldestQueued, Query, SaveJob, Transaction
+from .rows import USER_COLUMNS, user_from_row
+
+
+def create_user(name: str, email: str) -> Transaction[User]:
+    now = utcnow()
+    rows = yield Query(
+        "INSERT INTO users (name, email, active, created_at) VALUES (?, ?, TRUE, ?) RETURNING id",
+        (name, email, now),
+    )
+    return User(rows[0][0], name, email, True, now), []
+
+
+def deactivate_user(email: str) -> Transaction[User | None]:
+    rows = yield Query(
+        f"UPDATE users SET active = FALSE WHERE email = ? RETURNING {USER_COLUMNS}", (email,)
+    )
+    return (user_from_row(rows[0]) if rows else None), []
+
+
+def create_key(user_id: int, name: str, prefix: str, key_hash: str) -> Transaction[APIKey]:
+    now = utcnow()
+    rows = yield Query(
+        "INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at) "
+        "VALUES (?, ?, ?, ?, ?) RETURNING id",
+        (user_id, name, prefix, key_hash, now),
+    )
+    return APIKey(rows[0][0], user_id, name, prefix, now, None, True), []
+
+
+def revoke_key(key_id: int) -> Transaction[bool]:
+    changed = yield Execute(
+        "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        (utcnow(), key_id),
+    )
+    return changed == 1, []
+
+
+def touch_key(key_id: int, when: str) -> Transaction[None]:
+    yield Execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (when, key_id))
+    return None, []
+
+
+def create_secret(name: str) -> Transaction[bytes]:
+    """Insert a fresh secret unless another process got there first; read the winner."""
+    yield Execute(
+        "INSERT INTO secrets (name, value, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO NOTHING",
+        (name, secrets.token_bytes(32), utcnow()),
+    )
+    rows = yield Query("SELECT value FROM secrets WHERE name = ?", (name,))
+    return bytes(rows[0][0]), []
+
+
+def create_job(user_id: int, name: str | None, metadata: dict[str, Any]) -> Transaction[Job]:
+    job = journal.new_job(user_id, name, metadata, utcnow())
+    yield Execute(
+        "INSERT INTO jobs (id, user_id, name, status, metadata, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            job.id,
+            user_id,
+            name,
+            job.status,
+            orjson.dumps(metadata).decode(),
+            job.created_at,
+            job.updated_at,
+        ),
+    )
+    return job, []
+
+
+def append(
+    user_id: int,
+    job_id: str,
+    events: Sequence[NewEvent],
+    expected_index: int | None,
+    byte_limit: int | None,
+) -> Transaction[list[Event]]:
+    state = yield LoadJob(user_id, job_id)
+    appended = journal.append(
+        state, events, utcnow(), expected_index=expected_index, byte_limit=byte_limit
+    )
+    yield SaveJob(state, appended)
+    return appended.events, [(job_id, appended.events)]
+
+
+def update_job(user_id: int, job_id: str, changes: dict[str, Any]) -> Transaction[Job]:
+    state = yield LoadJob(user_id, job_id)
+    appended = journal.change(state, changes, utcnow())
+    yield SaveJob(state, appended)
+    return state.job, ([(job_id, appended.events)] if appended else [])
+
+
+def claim_job(user_id: int) -> Transaction[Job | None]:
+    job_id = yield OldestQueued(user_id)
+    if job_id is None:
+        return None, []
+    return (yield from update_job(user_id, job_id, journal.CLAIM))
+
+
+def delete_job(user_id: int, job_id: str) -> Transaction[None]:
+    deleted = yield Execute("DELETE FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id))
+    if deleted != 1:
+        raise job_not_found()
+    return None, []
+
+
+def delete_finished_jobs(before: str, limit: int) -> Transaction[int]:
+    deleted = yield Execute(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN "
+        "('completed', 'failed', 'cancelled') AND coalesce(finished_at, updated_at) < ? "
+        "LIMIT ?)",
+        (before, limit),
+    )
+    return deleted, []
