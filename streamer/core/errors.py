@@ -3,6 +3,7 @@
     StreamerError                  500 / 1011
     ├── BadRequest                 400 / 1008   malformed cursor or query
     ├── Unauthorized               401 / 4401
+    ├── Forbidden                  403 / 1008   a browser origin that is not allowed
     ├── NotFound                   404 / 4404   missing, or someone else's
     ├── Conflict                   409 / 1008   illegal transition, expected_index
     ├── PayloadTooLarge            413 / 1009
@@ -55,6 +56,10 @@ class Unauthorized(StreamerError):
     def __init__(self, detail: str = "missing or invalid API key", **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.headers["WWW-Authenticate"] = "Bearer"
+
+
+class Forbidden(StreamerError):
+    status, ws_code, title = 403, 1008, "Forbidden"
 
 
 class NotFound(StreamerError):

@@ -132,7 +132,12 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
         store = storage or open_storage(
             settings.db_url, sync=settings.sync, pg_pool_size=settings.pg_pool_size
         )
-        hub = Hub(settings.subscriber_buffer, settings.keepalive_seconds)
+        hub = Hub(
+            settings.subscriber_buffer,
+            settings.keepalive_seconds,
+            max_bytes=settings.live_buffer_bytes,
+            tick_every=min(settings.keepalive_seconds, settings.send_timeout_seconds) / 3,
+        )
         store.on_commit = hub.publish
         await store.open()
         res = Resources.build(settings, store, hub)
@@ -146,7 +151,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
         tasks = [
             asyncio.create_task(feed_hub(), name="streamer-watch"),
             asyncio.create_task(recheck_credentials(res), name="streamer-auth-recheck"),
-            asyncio.create_task(hub.run_keepalive(), name="streamer-keepalive"),
+            asyncio.create_task(hub.run_ticker(), name="streamer-ticker"),
         ]
         if settings.retention:
             age = retention.parse_duration(settings.retention)

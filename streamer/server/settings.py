@@ -133,6 +133,72 @@ SETTINGS: tuple[Setting, ...] = (
         "(the bucket's size)",
     ),
     Setting(
+        "live_buffer_bytes",
+        8 << 20,
+        "stored bytes of recent events kept per job for its live readers; a reader further "
+        "behind reads storage",
+    ),
+    Setting(
+        "stream_buffer_bytes",
+        1 << 20,
+        "bytes of events queued for one reader on the ASGI path (any ASGI server) before "
+        "its stream waits",
+    ),
+    Setting(
+        "header_timeout_seconds",
+        5.0,
+        "a request's head (request line and headers) must arrive within this (408 and close)",
+    ),
+    Setting(
+        "request_timeout_seconds",
+        30.0,
+        "a request's body must arrive within this after its head (408 and close)",
+    ),
+    Setting(
+        "keepalive_timeout_seconds",
+        5.0,
+        "an idle keep-alive connection is closed after this",
+    ),
+    Setting(
+        "max_pipelined_requests",
+        16,
+        "requests one connection may queue behind the one being answered; past it the "
+        "server stops reading that connection",
+    ),
+    Setting("max_request_head_bytes", 16 * 1024, "request line and headers (431 above)"),
+    Setting("max_request_headers", 100, "headers in one request (431 above)"),
+    Setting(
+        "write_high_water_bytes",
+        64 * 1024,
+        "response bytes buffered per connection before its writers wait; a WebSocket client "
+        "that sends pings without reading past it is closed",
+    ),
+    Setting(
+        "max_connections_per_client",
+        256,
+        "open connections from one client address (more are closed at once), except the "
+        "addresses in unlimited_clients",
+    ),
+    Setting(
+        "unlimited_clients",
+        "127.0.0.1,::1",
+        "comma-separated client addresses without a connection cap: the machine itself, "
+        "where a reverse proxy (whose connections all come from one address) runs",
+    ),
+    Setting(
+        "fd_reserve",
+        64,
+        "file descriptors kept free for the database and logs; at the budget the oldest idle "
+        "connection is closed, or the new one gets 503",
+    ),
+    Setting(
+        "http",
+        "builtin",
+        "builtin (streamer's own server: the lean path and every connection bound) or "
+        "uvicorn (the ASGI app under uvicorn, for comparison)",
+        "--http",
+    ),
+    Setting(
         "log_format",
         "text",
         "text (one readable line per request and per stream start and end) or json (one JSON "
@@ -171,6 +237,19 @@ class Settings:
     auth_recheck_seconds: float = 2.0
     max_stream_starts_per_second: float = 0.0
     stream_start_burst: int = 200
+    live_buffer_bytes: int = 8 << 20
+    stream_buffer_bytes: int = 1 << 20
+    header_timeout_seconds: float = 5.0
+    request_timeout_seconds: float = 30.0
+    keepalive_timeout_seconds: float = 5.0
+    max_pipelined_requests: int = 16
+    max_request_head_bytes: int = 16 * 1024
+    max_request_headers: int = 100
+    write_high_water_bytes: int = 64 * 1024
+    max_connections_per_client: int = 256
+    unlimited_clients: str = "127.0.0.1,::1"
+    fd_reserve: int = 64
+    http: str = "builtin"
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -181,6 +260,10 @@ class Settings:
     @property
     def origin_allowlist(self) -> frozenset[str]:
         return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
+    def unlimited_client_set(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.unlimited_clients.split(",") if a.strip())
 
     @property
     def cors_allowlist(self) -> list[str]:
@@ -218,6 +301,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         raise SystemExit(f"STREAMER_SYNC must be normal or full, got {settings.sync!r}")
     if any("*" in origin for origin in settings.cors_allowlist):
         raise SystemExit("STREAMER_CORS_ORIGINS must list exact origins; '*' is refused")
+    if settings.http not in ("builtin", "uvicorn"):
+        raise SystemExit(f"STREAMER_HTTP must be builtin or uvicorn, got {settings.http!r}")
     if settings.log_format not in ("text", "json"):
         raise SystemExit(f"STREAMER_LOG_FORMAT must be text or json, got {settings.log_format!r}")
     if settings.max_stream_starts_per_second < 0:
@@ -228,6 +313,13 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "append_burst",
         "max_job_bytes",
         "stream_start_burst",
+        "live_buffer_bytes",
+        "stream_buffer_bytes",
+        "max_pipelined_requests",
+        "max_request_head_bytes",
+        "max_request_headers",
+        "write_high_water_bytes",
+        "max_connections_per_client",
     ):
         if getattr(settings, name) < 1:
             raise SystemExit(f"STREAMER_{name.upper()} must be at least 1")

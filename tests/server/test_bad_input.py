@@ -6,7 +6,6 @@ the job, its log and the caller's job list are compared before and after.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -16,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import websockets
 
 from streamer.core import keys
 
+from ..support.clients import ws_refused
 from ..support.live import LiveServer
 from ..support.rest_helpers import JOBS, assert_problem, module_server, with_fresh_user
 
@@ -440,11 +439,11 @@ async def test_allow_names_every_method_of_a_path(target: Target) -> None:
     ],
     ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()),
 )
-async def test_ws_bad_cursor_closes_1008(target: Target, params: dict[str, str]) -> None:
+async def test_ws_bad_cursor_is_refused_at_the_handshake(
+    target: Target, params: dict[str, str]
+) -> None:
     server = target.server
     before = await target.snapshot()
-    async with server.ws(target.done, **params) as ws:
-        with pytest.raises(websockets.ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), 10)
-    assert ws.close_code == 1008
+    status, problem = await ws_refused(server.ws_url, target.done, server.key, params)
+    assert status in (400, 416) and problem["status"] == status and problem["field"] in params
     assert await target.snapshot() == before

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from streamer.core.errors import Unavailable
-from streamer.core.follow import Follow
+from streamer.core.follow import Follow, batches
 from streamer.core.hub import Hub
 from streamer.core.models import Event
 from streamer.storage import open_storage
@@ -89,7 +89,7 @@ async def follow(storage: PostgresStorage, hub: Hub, job_id: str, live: asyncio.
 
     reader = Follow(PausingJobs(storage.jobs, ReadHooks(after_replay=replayed)), hub, job_id, 0)
     got: list[int] = []
-    async for batch in reader.batches():
+    async for batch in batches(reader):
         got += [e.index for e in batch]
     return got
 
