@@ -96,6 +96,11 @@ SETTINGS: tuple[Setting, ...] = (
         "largest WebSocket message a client may send (close 1009 above)",
     ),
     Setting(
+        "ws_max_pings_per_second",
+        10,
+        "pings a WebSocket client may send in one second (close 1008 above)",
+    ),
+    Setting(
         "max_streams_per_user",
         100,
         "open SSE, WebSocket and text-log streams per user and node (429 / close 1013 above)",
@@ -192,6 +197,12 @@ SETTINGS: tuple[Setting, ...] = (
         "connection is closed, or the new one gets 503",
     ),
     Setting(
+        "memory_trim_seconds",
+        10.0,
+        "how often freed memory is handed back to the OS (glibc malloc_trim), so RSS falls "
+        "after a burst; 0 is off",
+    ),
+    Setting(
         "http",
         "builtin",
         "builtin (streamer's own server: the lean path and every connection bound) or "
@@ -230,6 +241,7 @@ class Settings:
     allowed_origins: str = ""
     cors_origins: str = ""
     ws_max_message_bytes: int = 64 * 1024
+    ws_max_pings_per_second: int = 10
     max_streams_per_user: int = 100
     append_rate: float = 0.0
     append_burst: int = 10_000
@@ -249,6 +261,7 @@ class Settings:
     max_connections_per_client: int = 256
     unlimited_clients: str = "127.0.0.1,::1"
     fd_reserve: int = 64
+    memory_trim_seconds: float = 10.0
     http: str = "builtin"
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -319,6 +332,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "max_request_head_bytes",
         "max_request_headers",
         "write_high_water_bytes",
+        "ws_max_pings_per_second",
+        "ws_max_pings_per_second",
         "max_connections_per_client",
     ):
         if getattr(settings, name) < 1:
