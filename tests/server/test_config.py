@@ -27,7 +27,7 @@ def readme_rows() -> dict[str, tuple[str, str, str]]:
 
 
 def test_readme_settings_table_matches_the_declared_settings() -> None:
-    expected = {s.env: (s.flag or "", repr(s.default), s.help) for s in SETTINGS}
+    expected = {s.env: (s.flag or "", s.documented_default(), s.help) for s in SETTINGS}
     assert readme_rows() == expected
 
 
