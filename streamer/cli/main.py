@@ -34,15 +34,16 @@ def local_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def announce(settings: Settings, key: str | None) -> None:
+def announce(settings: Settings, key: str | None, db_flag: str | None = None) -> None:
     """What ``serve`` prints before it starts: the database, and the two lines to paste
     into another terminal so the client commands find this server."""
     url = local_url(settings.host, settings.port)
+    db = f" --db {db_flag}" if db_flag else ""
     lines = [f"streamer: database {redact_url(settings.db_url)}"]
     if key is not None:
         lines.append(
             "streamer: created the user admin@localhost; its API key is shown only this once, "
-            "in the second line below"
+            "in the STREAMER_API_KEY line below"
         )
     lines += [
         "streamer: to use this server from another terminal, paste:",
@@ -53,7 +54,7 @@ def announce(settings: Settings, key: str | None) -> None:
     else:
         lines.append(
             "streamer: and export STREAMER_API_KEY=<the key printed at first start>, or make a "
-            f"key with `{program()} keys create --email admin@localhost --name NAME`"
+            f"key with `{program()} keys create{db} --email admin@localhost --name NAME`"
         )
     lines.append(f"streamer: dashboard at {url}/ (sign in with the API key)")
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -74,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return exits.USAGE
-    announce(settings, asyncio.run(admin.ensure_first_user(settings)))
+    announce(settings, asyncio.run(admin.ensure_first_user(settings)), args.db)
     if args.workers > 1:
         return serve_workers(settings, args.workers, args.log_level)
     server = build_server(settings, log_level=args.log_level)
