@@ -47,8 +47,13 @@ def help_text() -> str:
 
 def markdown() -> str:
     """The same table for the README (a test keeps the README's copy equal to this)."""
-    rows = [f"| {code} | {what} |" for code, what in TABLE]
+    rows = [f"| {code} | {_cell(what)} |" for code, what in TABLE]
     return "\n".join(["| exit status | meaning |", "|---|---|", *rows])
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell: a pipe, even in code, would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def for_status(status: int | None, usage: bool = False) -> int:
