@@ -117,21 +117,22 @@ def _reason(exc: BaseException) -> str:
     return text[:1].lower() + text[1:] if text else type(exc).__name__
 
 
+# First match wins: the specific failures before the families they belong to.
+PLAIN_WORDS: tuple[tuple[type[httpx.TransportError], str], ...] = (
+    (httpx.ConnectTimeout, "no answer from {url} (connecting timed out)"),
+    (httpx.ConnectError, "cannot connect to {url} ({reason})"),
+    (httpx.ReadTimeout, "{url} sent nothing for {read:g} s"),
+    (httpx.TimeoutException, "{url} did not answer in time"),
+    (httpx.RemoteProtocolError, "{url} closed the connection in the middle of a response"),
+    (httpx.UnsupportedProtocol, "{url} is not an http:// or https:// URL"),
+    (httpx.TransportError, "the connection to {url} was lost ({reason})"),
+)
+
+
 def describe(exc: httpx.TransportError, url: str) -> str:
     """What went wrong with the connection, in plain words, naming the server."""
-    if isinstance(exc, httpx.ConnectTimeout):
-        return f"no answer from {url} (connecting timed out)"
-    if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect to {url} ({_reason(exc)})"
-    if isinstance(exc, httpx.ReadTimeout):
-        return f"{url} sent nothing for {READ_TIMEOUT:g} s"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"{url} did not answer in time"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return f"{url} closed the connection in the middle of a response"
-    if isinstance(exc, httpx.UnsupportedProtocol):
-        return f"{url} is not an http:// or https:// URL"
-    return f"the connection to {url} was lost ({_reason(exc)})"
+    text = next(text for kind, text in PLAIN_WORDS if isinstance(exc, kind))
+    return text.format(url=url, reason=_reason(exc), read=READ_TIMEOUT)
 
 
 class Backoff:
