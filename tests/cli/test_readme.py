@@ -50,6 +50,7 @@ def session() -> list[tuple[str, str | None]]:
 
 
 def pattern(shown: str) -> re.Pattern[str]:
+    """The text a block shows as a regular expression (the rules are in the docstring)."""
     parts = []
     for line in shown.rstrip("\n").split("\n"):
         if line == "...":
@@ -96,13 +97,13 @@ def test_the_try_it_session_runs_as_pasted(tmp_path: Path) -> None:
     server.start(timeout=60)
     try:
         url = f"http://127.0.0.1:{port}"
+        shown = serve_shows.replace(SHOWN_DB, str(db)).replace(SHOWN_URL, url)
+        last = pattern(shown.rstrip("\n").rsplit("\n", 1)[-1])
         deadline = time.monotonic() + 20
-        while "Uvicorn running" not in server.log.read_text():  # logged once it listens
+        while not (found := last.search(server.log.read_text())):  # its "listening" line
             assert time.monotonic() < deadline, server.log.read_text()
             time.sleep(0.05)
-        log = server.log.read_text()
-        head = log[: log.index("\n", log.index("Uvicorn running")) + 1]
-        shown = serve_shows.replace(SHOWN_DB, str(db)).replace(SHOWN_URL, url)
+        head = server.log.read_text()[: found.end()]
         assert_shows(shown, head, "streamer serve")
 
         script = [f"export {name}={shlex.quote(value)}" for name, value in server.exports().items()]

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from streamer.core import errors
-from streamer.server.transports import ws
+from streamer.server.http.messages import REASONS
 
 from ..support import REPO
 from ..support.live import LiveServer
@@ -22,6 +22,9 @@ DOC = REPO / "docs" / "api.md"
 ROW = re.compile(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`?\s]*)`", re.MULTILINE)
 # Served by the app but not JSON API routes, so not in the OpenAPI document.
 DASHBOARD = {("GET", "/"), ("GET", "/{file}")}
+# A close code passed as a literal: ``close(1000, ...)``, ``_fail(1002, ...)``, or a
+# ``(code, "reason")`` pair in a table of closes.
+CLOSE_CALL = re.compile(r"(?:close|_fail)\(\s*(\d{4})\b|\(\s*(?=\d{4},\s*\")(\d{4})")
 
 
 def section(title: str) -> str:
@@ -57,14 +60,19 @@ async def test_every_route_in_the_index_exists(live_server: LiveServer) -> None:
 
 
 def test_every_websocket_close_code_is_documented() -> None:
-    codes = {1000, *ws.CLOSE_REASONS.values()}
-    codes |= {cls.ws_code for cls in (errors.StreamerError, *all_errors())}
+    """The close codes of the error classes, and every code the server's sources pass
+    to a close (its own WebSocket layer, the transports, shutdown)."""
+    codes = {cls.ws_code for cls in (errors.StreamerError, *all_errors())}
+    for source in (REPO / "streamer" / "server").rglob("*.py"):
+        codes |= {int(a or b) for a, b in CLOSE_CALL.findall(source.read_text())}
+    assert {1000, 1009, 1012, 4401} <= codes, "the scan finds the close calls"
     documented = {int(c) for c in re.findall(r"^\| (\d{4}) \|", section("Reading events"), re.M)}
     assert codes <= documented, f"close codes missing from docs/api.md: {codes - documented}"
 
 
 def test_every_error_status_is_documented() -> None:
-    statuses = {cls.status for cls in all_errors()} | {403, 405, 507}
+    """The statuses of the error classes, and every error status the server can write."""
+    statuses = {cls.status for cls in all_errors()} | {s for s in REASONS if s >= 400}
     documented = {int(s) for s in re.findall(r"^\| (\d{3}) \|", section("Errors"), re.M)}
     assert statuses <= documented, f"statuses missing from docs/api.md: {statuses - documented}"
 
