@@ -63,6 +63,10 @@ class Identity:
         )
         return [key_from_row(row) for row in rows]
 
+    async def get_key(self, key_id: int) -> APIKey | None:
+        rows = await self.db.fetch(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return key_from_row(rows[0]) if rows else None
+
     async def revoke_key(self, key_id: int) -> bool:
         return await self.db.transact(txn.revoke_key(key_id))
 

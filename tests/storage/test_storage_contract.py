@@ -177,9 +177,13 @@ async def test_users_and_keys(storage: Storage) -> None:
     candidates = await storage.identity.key_candidates("stk_abcd")
     assert sorted((h, k) for h, k, _ in candidates) == [("hash-1", key.id), ("hash-2", other.id)]
     assert all(owner == user for _, _, owner in candidates)
+    assert await storage.identity.get_key(key.id) == key
     assert await storage.identity.revoke_key(key.id) is True
     assert await storage.identity.revoke_key(key.id) is False
     assert await storage.identity.revoke_key(key.id + 1000) is False
+    revoked = await storage.identity.get_key(key.id)
+    assert revoked is not None and not revoked.active and revoked.name == "ci"
+    assert await storage.identity.get_key(key.id + 1000) is None
     assert [h for h, _, _ in await storage.identity.key_candidates("stk_abcd")] == ["hash-2"]
     assert [k.active for k in await storage.identity.list_keys(user.id)] == [False, True]
 
