@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..core.errors import StreamerError
+from ..core.errors import NotFound, StreamerError
 from . import access_log, api
 from .http.asgi import http_scope, run_asgi
 from .http.messages import Request as HTTPRequest
@@ -80,20 +80,25 @@ class Dispatcher:
         self.app = app
         self.settings = settings
         self.router = Router(ROUTES)
+        self.cors = settings.cors_allowlist
+        self.plain_headers = api_headers(None, [])  # the same list for every request
 
     async def __call__(self, conn: HTTPProtocol, request: HTTPRequest) -> None:
         method = WS if request.upgrade else request.method
         found = self.router.match(method, request.path)
         if found is None:
-            if request.upgrade:
-                conn.refuse(404, "no WebSocket at this path")
+            if request.upgrade:  # answered like any missing route, then the connection ends
+                request.keep_alive = False
+                answer(conn, problem(NotFound("no WebSocket at this path")), self.plain_headers)
                 return
             await run_asgi(self.app, conn, request, http_scope(conn, request))
             return
         endpoint, params = found
         began, sent = time.perf_counter(), conn.sent
         scope = http_scope(conn, request, "websocket" if request.upgrade else "http")
-        headers = api_headers(request.header(b"origin"), self.settings.cors_allowlist)
+        headers = (
+            api_headers(request.header(b"origin"), self.cors) if self.cors else self.plain_headers
+        )
         scope["app"] = self.app
         scope["path_params"] = params
         scope["extensions"][LEAN_KEY] = Lean(conn, headers)

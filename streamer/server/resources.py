@@ -34,6 +34,7 @@ class Resources:
     auth: Authenticator
     append_rate: AppendRate
     append_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    origin_allowlist: frozenset[str] = frozenset()  # the setting's, parsed once
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage, hub: Hub) -> Resources:
@@ -53,6 +54,7 @@ class Resources:
             streams,
             Authenticator(storage.identity),
             AppendRate(settings.append_rate, settings.append_burst),
+            origin_allowlist=settings.origin_allowlist,
         )
 
 
