@@ -38,6 +38,7 @@ from .models import Event, NewEvent
 OFFSET = re.compile(r"([0-9]{16})_([0-9]{16})")
 TEXT, JSON, BYTES = "text", "json", "bytes"  # how a stream's messages are kept and shown
 TEXT_EVENT, JSON_EVENT, BYTES_EVENT = "log", "json", "bytes"
+CHECKED_TYPES = frozenset({JSON_EVENT, BYTES_EVENT})  # whose data ``check_event_data`` checks
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 WHITESPACE = " \t\n\r"
@@ -187,7 +188,7 @@ def _value_end(text: str, position: int) -> int:
     return int(DECODER.raw_decode(text, position)[1])
 
 
-def check_event_data(event_type: str, data: str | None) -> None:
+def check_event_data(event_type: str, data: str | None, field: str = "data") -> None:
     """What ``/api/v1`` producers promise when they use a message type: a ``json``
     event holds one JSON value, a ``bytes`` event base64 (422 otherwise), so both
     doors always read a well-formed stream."""
@@ -198,12 +199,12 @@ def check_event_data(event_type: str, data: str | None) -> None:
             if start >= end or _value_end(text, start) != end:
                 raise ValueError("not one JSON value")
         except (ValueError, RecursionError) as exc:
-            raise Unprocessable("a json event's data must be one JSON value", field="data") from exc
+            raise Unprocessable("a json event's data must be one JSON value", field=field) from exc
     elif event_type == BYTES_EVENT:
         try:
             base64.b64decode(data or "", validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise Unprocessable("a bytes event's data must be base64", field="data") from exc
+            raise Unprocessable("a bytes event's data must be base64", field=field) from exc
 
 
 def message_bytes(event: Event, kind: str) -> bytes:

@@ -256,16 +256,12 @@ DOCS: dict[str, dict[str, Operation]] = {
             media="application/octet-stream",
         ),
         "GET": Operation(
-            "Durable Streams: catch-up read from offset; live=long-poll or live=sse",
+            "Durable Streams: catch-up read from offset; live=long-poll or live=sse; HEAD: "
+            "the tail offset, configuration and closure",
             (200, 204, 304, 400, 404, 410, 429),
             (*PATH, "offset", "live", "cursor", "token"),
             media="application/octet-stream",
             streaming=True,
-        ),
-        "HEAD": Operation(
-            "Durable Streams: the stream's tail offset, configuration and closure",
-            (200, 404, 410),
-            (*PATH, "token"),
         ),
         "DELETE": Operation(
             "Durable Streams: delete a stream (kept, as 410, while forks read it)",
