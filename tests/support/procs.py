@@ -56,6 +56,7 @@ class ServerProcess:
     key: str = ""
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra STREAMER_* settings
+    db_url: str = ""  # another database than the file ``db`` (PostgreSQL); logs stay by ``db``
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,7 +71,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 20) -> None:
         """Start and wait for /readyz; the first start records the printed admin key."""
-        env = {**os.environ, **self.env, "STREAMER_DB": str(self.db), "PYTHONUNBUFFERED": "1"}
+        database = self.db_url or str(self.db)
+        env = {**os.environ, **self.env, "STREAMER_DB": database, "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
