@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -78,14 +77,7 @@ class NodeServer(Server):
         self._wait_ready("/v1/stream/__ready")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
+        self.terminate()
 
     def log_tail(self) -> str:
         try:

@@ -20,13 +20,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ...core import messages
 from ...core.durable import View, cursor
-from ...core.follow import Follow
+from ...core.follow import Follow, Outlet
 from ...core.keys import Credential
 from ...core.messages import offset
 from ...core.models import Event
@@ -96,20 +97,77 @@ def matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-class ReadOutlet:
+class Settling:
+    """What the protocol's outlets share: their follow, and a look, soon, at whether it
+    has settled (caught up, or ended); while it still reads storage, another look."""
+
+    def __init__(self) -> None:
+        self.on_ready: Callable[[], None] | None = None
+        self.follow: Follow | None = None
+        self._settling = False
+
+    def _settle_soon(self, delay: float) -> None:
+        if not self._settling:
+            self._settling = True
+            asyncio.get_running_loop().call_later(delay, self._look)
+
+    def _look(self) -> None:
+        self._settling = False
+        follow = self.follow
+        if follow is None or follow.ended:
+            return
+        if follow.replaying:
+            self._replaying()
+            self._settle_soon(SETTLE_POLL)
+        else:
+            self._settled()
+
+    def _replaying(self) -> None:
+        """The follow still reads storage (more may come)."""
+
+    def _settled(self) -> None:
+        """The follow has caught up: it is live."""
+
+
+class Attached(Outlet, Protocol):
+    """An outlet told which follow feeds it, once that is open."""
+
+    def attach(self, follow: Follow) -> None: ...
+
+
+def open_follow(
+    res: Resources,
+    request: Request,
+    view: View,
+    start: int,
+    transport: str,
+    credential: Credential,
+    outlet: Attached,
+    *,
+    live: bool = True,
+) -> Follow:
+    """A counted, tracked follow of ``view`` from ``start`` into ``outlet`` (ended with
+    its connection on the lean path), attached to the outlet."""
+    follow = res.streams.open(view.job, start, transport, credential, outlet, live=live)
+    context = lean(request.scope)
+    if context is not None:
+        context.conn.on_lost.append(partial(follow.close, "disconnect"))
+    outlet.attach(follow)
+    return follow
+
+
+class ReadOutlet(Settling):
     """A follow's outlet that collects the first delivery and answers it once."""
 
     def __init__(self, spec: ReadSpec, reply: Callable[[Response], None], timeout: float) -> None:
+        super().__init__()
         self.spec = spec
         self.reply = reply
         self.timeout = timeout
-        self.on_ready: Callable[[], None] | None = None
-        self.follow: Follow | None = None
         self.events: list[Event] = []
         self.size = 0
         self.done = False
         self._timer: asyncio.TimerHandle | None = None
-        self._settling = False
 
     def attach(self, follow: Follow) -> None:
         """Called once the follow is open: a long-poll's clock starts now."""
@@ -142,19 +200,8 @@ class ReadOutlet:
     async def drain(self) -> None:
         return
 
-    def _settle_soon(self, delay: float) -> None:
-        if not self._settling:
-            self._settling = True
-            asyncio.get_running_loop().call_later(delay, self._settle)
-
-    def _settle(self) -> None:
-        self._settling = False
-        follow = self.follow
-        if self.done or follow is None or follow.ended:
-            return
-        if follow.replaying:
-            self._settle_soon(SETTLE_POLL)
-        elif self.events:
+    def _settled(self) -> None:
+        if self.events:
             self._answer()
 
     def _answer(self) -> None:
@@ -180,11 +227,9 @@ async def open_read(
     if context is not None:
         conn, extra = context.conn, context.headers
         outlet = ReadOutlet(spec, lambda response: answer(conn, response, extra), timeout)
-        follow = res.streams.open(
-            spec.view.job, spec.start, transport, credential, outlet, live=spec.live
+        open_follow(
+            res, request, spec.view, spec.start, transport, credential, outlet, live=spec.live
         )
-        conn.on_lost.append(partial(follow.close, "disconnect"))
-        outlet.attach(follow)
         return Answered()
     future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 
@@ -193,10 +238,9 @@ async def open_read(
             future.set_result(response)
 
     outlet = ReadOutlet(spec, reply, timeout)
-    follow = res.streams.open(
-        spec.view.job, spec.start, transport, credential, outlet, live=spec.live
+    follow = open_follow(
+        res, request, spec.view, spec.start, transport, credential, outlet, live=spec.live
     )
-    outlet.attach(follow)
     try:
         return await future
     finally:

@@ -16,9 +16,10 @@ from starlette.responses import Response
 
 from ...core import durable, forks, producers
 from ...core.durable import AppendRequest, View
-from ...core.errors import BadRequest, Conflict, Gone, MethodNotAllowed, PayloadTooLarge
+from ...core.errors import BadRequest, Conflict, Gone, MethodNotAllowed
 from ...core.messages import essence, offset, parse_offset, to_events
 from ..openapi import Operation
+from ..requests import read_body
 from ..resources import Resources, resources
 from . import headers as h
 from .access import caller, close_readers, find, parse_path, touch
@@ -26,20 +27,6 @@ from .reads import ReadSpec, open_read, read_response
 from .sse import open_sse
 
 LIVE_MODES = ("long-poll", "sse")
-
-
-async def read_body(request: Request, res: Resources) -> bytes:
-    """The whole body, refused (413) past ``max_body_bytes`` without reading on."""
-    limit = res.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes", limit=limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes", limit=limit)
-    return bytes(body)
 
 
 def _events(res: Resources, body: bytes, content_type: str, *, create: bool) -> list[object]:
@@ -63,7 +50,7 @@ async def create_stream(request: Request) -> Response:
     durable.expiry_headers(ttl, expires)
     closed = durable.is_true(h.header(request, "stream-closed"))
     fork = h.fork_request(request)
-    body = await read_body(request, res)
+    body = await read_body(request)
     plan = None
     if fork is not None:
         try:
@@ -111,7 +98,7 @@ async def append(request: Request) -> Response:
         raise MethodNotAllowed("a job created through /api/v1 takes its appends there")
     claim = producers.parse_claim(*(h.header(request, name) for name in producers.HEADERS))
     close = durable.is_true(h.header(request, "stream-closed"))
-    body = await read_body(request, res)
+    body = await read_body(request)
     content_type = None
     events: list[object] | None = []
     if body:

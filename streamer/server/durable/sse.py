@@ -20,7 +20,6 @@ import base64
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from functools import partial
 from typing import Protocol
 
 import orjson
@@ -38,7 +37,7 @@ from ..http.messages import Headers
 from ..http.protocol import HTTPProtocol
 from ..resources import Resources
 from ..transports.streaming import Answered, lean
-from .reads import SETTLE_POLL
+from .reads import Settling, open_follow
 
 LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
@@ -160,19 +159,17 @@ class QueueSink:
             await self._wake.wait()
 
 
-class SSEOutlet:
+class SSEOutlet(Settling):
     """A follow's outlet writing the protocol's SSE events to a ``Sink``."""
 
     def __init__(self, view: View, start: int, sink: Sink, client_cursor: str | None) -> None:
+        super().__init__()
         self.kind = view.kind
         self.sink = sink
         self.client_cursor = client_cursor
         self.next_index = start
-        self.follow: Follow | None = None
-        self.on_ready: Callable[[], None] | None = None
         self.pending: list[Event] = []
         self.owed = True  # an upToDate control event, once the reader has caught up
-        self._settling = False
         sink.on_drained = self._drained
 
     def attach(self, follow: Follow) -> None:
@@ -205,21 +202,12 @@ class SSEOutlet:
         if self.on_ready is not None:
             self.on_ready()
 
-    def _settle_soon(self, delay: float) -> None:
-        if not self._settling:
-            self._settling = True
-            asyncio.get_running_loop().call_later(delay, self._settle)
+    def _replaying(self) -> None:
+        if self.pending:
+            self._flush(caught_up=False)
 
-    def _settle(self) -> None:
-        self._settling = False
-        follow = self.follow
-        if follow is None or follow.ended:
-            return
-        if follow.replaying:
-            if self.pending:
-                self._flush(caught_up=False)
-            self._settle_soon(SETTLE_POLL)
-        elif self.pending or self.owed:
+    def _settled(self) -> None:
+        if self.pending or self.owed:
             self._flush(caught_up=True)
 
     def _flush(self, *, caught_up: bool) -> None:
@@ -306,13 +294,10 @@ def open_sse(
     if context is not None:
         conn = context.conn
         outlet = SSEOutlet(view, start, ConnSink(conn), client_cursor)
-        follow = res.streams.open(view.job, start, "ds-sse", credential, outlet)
-        conn.on_lost.append(partial(follow.close, "disconnect"))
-        conn.start(200, [*headers, *context.headers], chunked=True)
-        outlet.attach(follow)
+        open_follow(res, request, view, start, "ds-sse", credential, outlet)  # 429 before the head
+        conn.start(200, [*headers, *context.headers], chunked=True)  # writes come after it
         return Answered()
     sink = QueueSink(res.settings.stream_buffer_bytes)
     outlet = SSEOutlet(view, start, sink, client_cursor)
-    follow = res.streams.open(view.job, start, "ds-sse", credential, outlet)
-    outlet.attach(follow)
+    follow = open_follow(res, request, view, start, "ds-sse", credential, outlet)
     return SinkResponse(follow, sink, headers, res.settings.send_timeout_seconds)
