@@ -35,10 +35,14 @@ KEY_LEN = len(KEY_PREFIX) + BODY_LEN + CHECK_LEN
 LOOKUP_LEN = 12
 
 
+ANONYMOUS_KEY = 0  # no key: a request served as the configured anonymous user
+
+
 @dataclass(frozen=True)
 class Credential:
     """Who is calling, and through which key (for a stream token: the key that minted
-    it). Streams keep it: revoking the key or deactivating the user ends them."""
+    it; ``ANONYMOUS_KEY`` for Durable Streams requests served without credentials).
+    Streams keep it: revoking the key or deactivating the user ends them."""
 
     user_id: int
     key_id: int

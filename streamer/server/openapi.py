@@ -170,6 +170,18 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "a stream token (never an API key) for clients that cannot send headers",
     },
     "Last-Event-ID": {"in": "header", "schema": CURSOR, "description": "resume after this index"},
+    "path": {
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "a stream's path in the caller's namespace (may contain '/')",
+    },
+    "offset": {
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "-1 (the start), now (the tail), or a Stream-Next-Offset",
+    },
+    "live": {"in": "query", "schema": {"enum": ["long-poll", "sse"]}},
 }
 
 STATUS_TEXT = {
@@ -177,12 +189,14 @@ STATUS_TEXT = {
     200: "OK",
     201: "Created",
     204: "No Content",
+    304: "Not Modified (If-None-Match)",
     400: "malformed parameter or body",
     401: "missing, malformed, revoked or inactive credentials",
-    403: "WebSocket handshake from a browser origin that is not allowed",
+    403: "WebSocket handshake from a browser origin that is not allowed; a stale producer epoch",
     404: "no such job (or another user's)",
     405: "method not allowed",
     409: "conflict (illegal transition, expected_index, log closed)",
+    410: "a deleted stream that its forks still read",
     413: "a size limit (body, event, batch, job log)",
     416: "from_index beyond the job's next index",
     422: "well-formed JSON with the wrong content",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
+from ..core.forks import ForkingReader
 from ..core.hub import Hub
 from ..core.limits import AppendRate, StreamSlots, StreamStartRate
 from ..core.ports import Storage
@@ -39,7 +40,7 @@ class Resources:
     @classmethod
     def build(cls, settings: Settings, storage: Storage, hub: Hub) -> Resources:
         streams = StreamRegistry(
-            storage.jobs,
+            ForkingReader(storage.jobs, storage.streams),
             storage.identity,
             hub,
             StreamSlots(settings.max_streams_per_user),
