@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+
+from ..core.redact import parse_patterns
 
 
 def default_db_path() -> str:
@@ -133,6 +136,19 @@ SETTINGS: tuple[Setting, ...] = (
         "(the bucket's size)",
     ),
     Setting(
+        "redact_patterns",
+        "default",
+        "token formats masked as [REDACTED] in every event before it is stored: "
+        "whitespace-separated regexes; 'default' stands for the built-in set (streamer "
+        "keys and stream tokens, GitHub, GitLab, AWS, Slack, Google, npm, PyPI, Stripe, "
+        "JWTs, bearer tokens, private keys), 'none' for none",
+    ),
+    Setting(
+        "max_search_matches",
+        1_000,
+        "most matches one page of GET /jobs/{id}/search returns (its limit's cap)",
+    ),
+    Setting(
         "log_format",
         "text",
         "text (one readable line per request and per stream start and end) or json (one JSON "
@@ -171,6 +187,8 @@ class Settings:
     auth_recheck_seconds: float = 2.0
     max_stream_starts_per_second: float = 0.0
     stream_start_burst: int = 200
+    redact_patterns: str = "default"
+    max_search_matches: int = 1_000
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -220,6 +238,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         raise SystemExit("STREAMER_CORS_ORIGINS must list exact origins; '*' is refused")
     if settings.log_format not in ("text", "json"):
         raise SystemExit(f"STREAMER_LOG_FORMAT must be text or json, got {settings.log_format!r}")
+    try:
+        parse_patterns(settings.redact_patterns)
+    except re.error as exc:
+        raise SystemExit(f"STREAMER_REDACT_PATTERNS: {exc}") from exc
     if settings.max_stream_starts_per_second < 0:
         raise SystemExit("STREAMER_MAX_STREAM_STARTS_PER_SECOND must be >= 0")
     for name in (
@@ -228,6 +250,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "append_burst",
         "max_job_bytes",
         "stream_start_burst",
+        "max_search_matches",
     ):
         if getattr(settings, name) < 1:
             raise SystemExit(f"STREAMER_{name.upper()} must be at least 1")

@@ -74,6 +74,11 @@ Transaction = Generator[Command, Any, tuple[T, Published]]
 class Database(Protocol):
     """A backend's engine, as the shared ``Identity`` and ``Jobs`` use it."""
 
+    text_chunk: str
+    """A SELECT of one value: the search texts of events ``idx >= ? AND idx < ?`` of
+    job ``?``, in index order, joined with ``search.JOIN`` (each engine's own
+    aggregate)."""
+
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read, on a connection of the read pool."""
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..core.errors import job_not_found
 from ..core.models import Event, Job, NewEvent
+from ..core.redact import Rules
+from ..core.search import Found, Matcher
+from ..core.sections import Section
 from . import transactions as txn
 from .commands import Database
-from .rows import JOB_COLUMNS, event_from_row, job_from_row
+from .rows import JOB_COLUMNS, SECTION_COLUMNS, event_from_row, job_from_row, section_from_row
+
+# Events whose search texts one query joins: a few MB read and scanned per step, so a
+# search that stops early (a page of matches) reads little more than it needs.
+SEARCH_CHUNK = 50_000
 
 
 class ReadWatcher(Protocol):
@@ -25,8 +33,16 @@ class Jobs:
         self.db = db
         self.watcher = watcher
 
-    async def create_job(self, user_id: int, name: str | None, metadata: dict[str, Any]) -> Job:
-        return await self.db.transact(txn.create_job(user_id, name, metadata))
+    async def create_job(
+        self,
+        user_id: int,
+        name: str | None,
+        metadata: dict[str, Any],
+        *,
+        secrets: Sequence[str] = (),
+        rules: Rules | None = None,
+    ) -> Job:
+        return await self.db.transact(txn.create_job(user_id, name, metadata, secrets, rules))
 
     async def get_job(self, user_id: int, job_id: str) -> Job:
         rows = await self.db.point(
@@ -78,9 +94,10 @@ class Jobs:
         expected_index: int | None = None,
         *,
         byte_limit: int | None = None,
+        rules: Rules | None = None,
     ) -> list[Event]:
         return await self.db.transact(
-            txn.append(user_id, job_id, events, expected_index, byte_limit), job_id
+            txn.append(user_id, job_id, events, expected_index, byte_limit, rules), job_id
         )
 
     async def job_bytes(self, user_id: int, job_id: str) -> int:
@@ -104,3 +121,63 @@ class Jobs:
             (job_id, from_index, limit),
         )
         return [event_from_row(row) for row in rows]
+
+    async def sections(self, job_id: str) -> list[Section]:
+        rows = await self.db.fetch(
+            f"SELECT {SECTION_COLUMNS} FROM sections WHERE job_id = ? ORDER BY id", (job_id,)
+        )
+        return [section_from_row(row) for row in rows]
+
+    async def search(
+        self, job_id: str, matcher: Matcher, from_index: int, to_index: int, limit: int
+    ) -> tuple[list[Found], dict[int, int], int | None]:
+        """Matching lines of events ``from_index`` to ``to_index - 1``, the raw line
+        each of their events starts on, and (when ``limit`` stopped it) where to go on.
+
+        The database joins each chunk's texts (one value per query) and the scan runs
+        in a worker thread, so a search of a million lines does not hold the loop.
+        """
+        found: list[Found] = []
+        start = from_index
+        while start < to_index and len(found) < limit:
+            end = min(start + SEARCH_CHUNK, to_index)
+            rows = await self.db.fetch(self.db.text_chunk, (job_id, start, end))
+            chunk = bytes(rows[0][0] or b"") if rows else b""
+            more, stop = await asyncio.to_thread(matcher.scan, chunk, start, limit - len(found))
+            found.extend(more)
+            if stop is not None:
+                return found, await self.line_starts(job_id, found), stop
+            start = end
+        return found, await self.line_starts(job_id, found), None
+
+    async def line_starts(self, job_id: str, found: Sequence[Found]) -> dict[int, int]:
+        """The raw line each event of ``found`` starts on."""
+        if not found:
+            return {}
+        condition, ids = self.db.id_list("idx", {f.index for f in found})
+        rows = await self.db.fetch(
+            f"SELECT idx, lineno FROM events WHERE job_id = ? AND {condition}", (job_id, ids)
+        )
+        return {row[0]: row[1] or 1 for row in rows}
+
+    async def line_of(self, job_id: str, index: int) -> int:
+        """The raw line event ``index`` starts on; past the last event, the line the
+        next one will start on."""
+        rows = await self.db.fetch(
+            "SELECT lineno FROM events WHERE job_id = ? AND idx = ?", (job_id, index)
+        )
+        if rows:
+            return int(rows[0][0] or 1)
+        rows = await self.db.fetch("SELECT line_count FROM jobs WHERE id = ?", (job_id,))
+        return int(rows[0][0]) + 1 if rows else 1
+
+    async def index_of_line(self, job_id: str, line: int) -> tuple[int, int] | None:
+        """The event holding raw line ``line`` and the line it starts on (``None``:
+        the log has no event yet). Line numbers never decrease with the index, so this
+        is the last event starting on or before ``line``."""
+        rows = await self.db.fetch(
+            "SELECT idx, lineno FROM events WHERE job_id = ? AND lineno <= ? "
+            "ORDER BY idx DESC LIMIT 1",
+            (job_id, line),
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None

@@ -82,17 +82,24 @@ PLACEHOLDER = re.compile(r"\?")
 # The events, the job's columns and the NOTIFY for other nodes, in one round trip.
 SAVE_APPEND = f"""
 WITH inserted AS (
-    INSERT INTO events (job_id, idx, type, line)
-    SELECT $10::text, u.idx, u.type, u.line
-    FROM unnest($11::bigint[], $12::text[], $13::bytea[]) AS u(idx, type, line)
+    INSERT INTO events (job_id, idx, type, line, lineno, text)
+    SELECT $15::text, u.idx, u.type, u.line, u.lineno, u.text
+    FROM unnest($16::bigint[], $17::text[], $18::bytea[], $19::bigint[], $20::bytea[])
+        AS u(idx, type, line, lineno, text)
 ), saved AS (
     UPDATE jobs SET status = $1, started_at = $2::text, finished_at = $3::text,
         container_id = $4::text, runner = $5::text, event_count = $6, updated_at = $7,
-        last_timestamp = $8::text, byte_count = $9
-    WHERE id = $10::text
+        last_timestamp = $8::text, byte_count = $9, redactions = $10, line_count = $11,
+        carry = $12, section_state = $13::text, secrets = $14::bytea
+    WHERE id = $15::text
 )
-SELECT pg_notify('{CHANNEL}', $14)
+SELECT pg_notify('{CHANNEL}', $21)
 """
+# A range of events' search texts as one value, events separated by ``search.JOIN``.
+TEXT_CHUNK = (
+    "SELECT string_agg(coalesce(text, ''::bytea), '\\x0a1e0a'::bytea ORDER BY idx) "
+    "FROM events WHERE job_id = ? AND idx >= ? AND idx < ?"
+)
 
 
 def numbered(sql: str, cache: dict[str, str] = {}) -> str:  # noqa: B006 - a deliberate cache
@@ -126,6 +133,8 @@ class _JobLock:
 
 
 class PostgresDatabase:
+    text_chunk = TEXT_CHUNK
+
     def __init__(self, dsn: str, node: str, pool_size: int, watcher: Watcher) -> None:
         self.dsn = dsn
         self.node = node
@@ -269,6 +278,8 @@ class PostgresDatabase:
                 [e.index for e in events],
                 [e.type for e in events],
                 [e.line for e in events],
+                appended.lines,
+                appended.texts,
                 payload(self.node, state.job.id, events[0].index, events[-1].index),
             )
             return None

@@ -76,6 +76,45 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE jobs SET byte_count =
         (SELECT coalesce(sum(octet_length(line)), 0) FROM events WHERE events.job_id = jobs.id);
     """,
+    # 4: logs the service understands (see the SQLite migration 4).
+    """
+    ALTER TABLE jobs ADD COLUMN redactions BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN line_count BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN carry TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN section_state TEXT;
+    ALTER TABLE jobs ADD COLUMN secrets BYTEA;
+    ALTER TABLE events ADD COLUMN lineno BIGINT;
+    ALTER TABLE events ADD COLUMN text BYTEA;
+    UPDATE events SET text = convert_to(
+        coalesce(convert_from(line, 'UTF8')::jsonb ->> 'data', ''), 'UTF8');
+    UPDATE events SET lineno = 1 + coalesce(n.before, 0) FROM (
+        SELECT job_id, idx, sum(
+            octet_length(text) - octet_length(replace(convert_from(text, 'UTF8'), chr(10), ''))
+        ) OVER (PARTITION BY job_id ORDER BY idx ROWS BETWEEN UNBOUNDED PRECEDING
+                  AND 1 PRECEDING) AS before
+        FROM events) AS n
+    WHERE events.job_id = n.job_id AND events.idx = n.idx;
+    UPDATE jobs SET line_count = (
+        SELECT coalesce(sum(
+            octet_length(text) - octet_length(replace(convert_from(text, 'UTF8'), chr(10), ''))
+        ), 0) FROM events WHERE events.job_id = jobs.id);
+    CREATE TABLE sections (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        id BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        title TEXT NOT NULL,
+        start_index BIGINT NOT NULL,
+        start_line BIGINT NOT NULL,
+        end_index BIGINT,
+        end_line BIGINT,
+        depth INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        collapsed BOOLEAN NOT NULL,
+        PRIMARY KEY (job_id, id)
+    );
+    """,
 )
 
 

@@ -38,9 +38,17 @@ from .writer import Writer
 
 READERS = 3
 MIN_VERSION = (3, 35, 0)  # RETURNING, used by the shared transactions
+# A range of events' search texts as one value, events separated by ``search.JOIN``.
+TEXT_CHUNK = (
+    "SELECT CAST(group_concat(t, char(10, 30, 10)) AS BLOB) FROM ("
+    "SELECT coalesce(text, x'') AS t FROM events "
+    "WHERE job_id = ? AND idx >= ? AND idx < ? ORDER BY idx)"
+)
 
 
 class SQLiteDatabase:
+    text_chunk = TEXT_CHUNK
+
     def __init__(self, path: str, sync: str = "normal") -> None:
         self.path = path
         self.sync = sync
@@ -60,6 +68,9 @@ class SQLiteDatabase:
         # return freed pages with PRAGMA incremental_vacuum instead of a full VACUUM.
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.executescript(pragmas(self.sync))
+        # Deleted content (a finished job's sealed secrets, deleted jobs) is zeroed in
+        # the pages written anyway, never left readable in free space.
+        conn.execute("PRAGMA secure_delete=FAST")
         migrate(conn)
         return conn
 
@@ -150,8 +161,12 @@ def _execute(conn: sqlite3.Connection, command: Command) -> Any:
         if appended is not None:
             job_id = state.job.id
             conn.executemany(
-                "INSERT INTO events (job_id, idx, type, line) VALUES (?, ?, ?, ?)",
-                [(job_id, e.index, e.type, e.line) for e in appended.events],
+                "INSERT INTO events (job_id, idx, type, line, lineno, text) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (job_id, e.index, e.type, e.line, n, t)
+                    for e, n, t in zip(appended.events, appended.lines, appended.texts, strict=True)
+                ],
             )
         conn.execute(JOB_UPDATE, job_state_values(state))
         return None

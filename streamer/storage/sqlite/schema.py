@@ -69,6 +69,42 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE jobs SET byte_count =
         (SELECT coalesce(sum(length(line)), 0) FROM events WHERE events.job_id = jobs.id);
     """,
+    # 4: logs the service understands. Per event, the raw line it starts on and its
+    # plain text for search (existing events get their data, escapes and all); per
+    # job, the redaction count, the section parser's state and its sealed secrets;
+    # and the section index.
+    """
+    ALTER TABLE jobs ADD COLUMN redactions INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN line_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN carry TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN section_state TEXT;
+    ALTER TABLE jobs ADD COLUMN secrets BLOB;
+    ALTER TABLE events ADD COLUMN lineno INTEGER;
+    ALTER TABLE events ADD COLUMN text BLOB;
+    UPDATE events SET text = CAST(coalesce(json_extract(line, '$.data'), '') AS BLOB);
+    UPDATE events SET lineno = 1 + coalesce((
+        SELECT sum(length(e.text) - length(replace(e.text, char(10), '')))
+        FROM events e WHERE e.job_id = events.job_id AND e.idx < events.idx), 0);
+    UPDATE jobs SET line_count = (
+        SELECT coalesce(sum(length(text) - length(replace(text, char(10), ''))), 0)
+        FROM events WHERE events.job_id = jobs.id);
+    CREATE TABLE sections (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        title TEXT NOT NULL,
+        start_index INTEGER NOT NULL,
+        start_line INTEGER NOT NULL,
+        end_index INTEGER,
+        end_line INTEGER,
+        depth INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        collapsed INTEGER NOT NULL,
+        PRIMARY KEY (job_id, id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
