@@ -56,6 +56,7 @@ class ServerProcess:
     key: str = ""
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra STREAMER_* settings
+    log_level: str = "warning"
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,7 +82,7 @@ class ServerProcess:
                     "--port",
                     str(self.port),
                     "--log-level",
-                    "warning",
+                    self.log_level,
                 ],
                 env=env,
                 stdout=out,
