@@ -182,6 +182,11 @@ class Jobs(EventReader, Protocol):
         plain text ``matcher`` matches, in order; the raw line each of their events
         starts on; the index to go on from when the limit stopped it (else ``None``)."""
 
+    async def count_matches(
+        self, job_id: str, matcher: Matcher, from_index: int, to_index: int
+    ) -> int:
+        """How many lines of events ``from_index`` to ``to_index - 1`` match."""
+
     async def line_of(self, job_id: str, index: int) -> int:
         """The raw-log line event ``index`` starts on (past the end: the next one's)."""
 

@@ -103,6 +103,14 @@ class Matcher:
             pos = line_end + 1
         return None
 
+    def count(self, chunk: bytes) -> int:
+        """How many lines of ``chunk`` match (``scan`` without the limit or the texts)."""
+        total, pos = 0, 0
+        while (span := self._next_line(chunk, pos)) is not None:
+            total += 1
+            pos = span[1] + 1
+        return total
+
     def scan(self, chunk: bytes, first: int, limit: int) -> tuple[list[Found], int | None]:
         """Matching lines in ``chunk`` (the texts of events ``first, first + 1, ...``
         joined with ``JOIN``), in order, at most ``limit``.

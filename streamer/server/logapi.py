@@ -64,15 +64,23 @@ async def search(request: Request) -> Response:
     if limit == 0:
         raise BadRequest("limit must be at least 1", field="limit")
     limit = min(limit or SEARCH_LIMIT, res.settings.max_search_matches)
-    found, starts, stop = await res.storage.jobs.search(
-        job.id, matcher, start, job.event_count, limit
-    )
+    jobs = res.storage.jobs
+    found, starts, stop = await jobs.search(job.id, matcher, start, job.event_count, limit)
+    texts = not _flag(request, "no_text")
     matches = [
-        {"index": f.index, "line": starts.get(f.index, 1) + f.line, "text": f.text} for f in found
+        {"index": f.index, "line": starts.get(f.index, 1) + f.line, "text": f.text}
+        if texts
+        else {"index": f.index, "line": starts.get(f.index, 1) + f.line}
+        for f in found
     ]
     next_index = job.event_count if stop is None else stop
-    complete = stop is None and job.is_final
-    return json_response({"matches": matches, "next_index": next_index, "complete": complete})
+    body = {"matches": matches, "next_index": next_index, "complete": stop is None and job.is_final}
+    if _flag(request, "count"):
+        rest = (
+            0 if stop is None else await jobs.count_matches(job.id, matcher, stop, job.event_count)
+        )
+        body["total"] = len(found) + rest
+    return json_response(body)
 
 
 async def lines(request: Request) -> Response:
@@ -110,7 +118,7 @@ DOCS: dict[str, dict[str, Operation]] = {
         "GET": Operation(
             "matching lines of the stored log (ANSI-blind), a page at a time",
             (200, 400, 404, 416),
-            (*JOB, "q", "regex", "case", "from_index", "limit"),
+            (*JOB, "q", "regex", "case", "from_index", "limit", "count", "no_text"),
             result="SearchPage",
         ),
     },

@@ -176,7 +176,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["index", "line", "text"],
+                    "required": ["index", "line"],
                     "properties": {
                         "index": {"type": "integer", "minimum": 0},
                         "line": {"type": "integer", "minimum": 1},
@@ -186,6 +186,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "next_index": {"type": "integer", "minimum": 0},
             "complete": {"type": "boolean"},
+            "total": {"type": "integer", "minimum": 0},
         },
     },
     "LineAt": {
@@ -245,6 +246,16 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "text (or with regex=true an RE2 regex) to find in the log",
     },
     "regex": {"in": "query", "schema": {"enum": ["true", "false"]}},
+    "count": {
+        "in": "query",
+        "schema": {"enum": ["true", "false"]},
+        "description": "also count every match from from_index on (total)",
+    },
+    "no_text": {
+        "in": "query",
+        "schema": {"enum": ["true", "false"]},
+        "description": "matches without their text (index and line only)",
+    },
     "case": {"in": "query", "schema": {"enum": ["sensitive", "insensitive"]}},
     "index": {"in": "query", "schema": CURSOR, "description": "an event's index"},
     "line": {

@@ -15,9 +15,11 @@ from . import transactions as txn
 from .commands import Database
 from .rows import JOB_COLUMNS, SECTION_COLUMNS, event_from_row, job_from_row, section_from_row
 
-# Events whose search texts one query joins: a few MB read and scanned per step, so a
-# search that stops early (a page of matches) reads little more than it needs.
-SEARCH_CHUNK = 50_000
+# Events whose search texts one query joins: a few MB read and scanned per step. The
+# first step is small and each next one twice as large, so a search that stops early
+# (a page of common matches) reads little more than it needs.
+SEARCH_CHUNK = 65_536
+FIRST_CHUNK = 2_048
 
 
 class ReadWatcher(Protocol):
@@ -138,17 +140,31 @@ class Jobs:
         in a worker thread, so a search of a million lines does not hold the loop.
         """
         found: list[Found] = []
-        start = from_index
+        start, size = from_index, FIRST_CHUNK
         while start < to_index and len(found) < limit:
-            end = min(start + SEARCH_CHUNK, to_index)
-            rows = await self.db.fetch(self.db.text_chunk, (job_id, start, end))
-            chunk = bytes(rows[0][0] or b"") if rows else b""
+            end = min(start + size, to_index)
+            size = min(size * 2, SEARCH_CHUNK)
+            chunk = await self._texts(job_id, start, end)
             more, stop = await asyncio.to_thread(matcher.scan, chunk, start, limit - len(found))
             found.extend(more)
             if stop is not None:
                 return found, await self.line_starts(job_id, found), stop
             start = end
         return found, await self.line_starts(job_id, found), None
+
+    async def count_matches(
+        self, job_id: str, matcher: Matcher, from_index: int, to_index: int
+    ) -> int:
+        """How many lines of events ``from_index`` to ``to_index - 1`` match."""
+        total = 0
+        for start in range(from_index, to_index, SEARCH_CHUNK):
+            chunk = await self._texts(job_id, start, min(start + SEARCH_CHUNK, to_index))
+            total += await asyncio.to_thread(matcher.count, chunk)
+        return total
+
+    async def _texts(self, job_id: str, start: int, end: int) -> bytes:
+        rows = await self.db.fetch(self.db.text_chunk, (job_id, start, end))
+        return bytes(rows[0][0] or b"") if rows else b""
 
     async def line_starts(self, job_id: str, found: Sequence[Found]) -> dict[int, int]:
         """The raw line each event of ``found`` starts on."""

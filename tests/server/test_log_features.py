@@ -118,6 +118,13 @@ async def test_search_pages_through_the_whole_log_and_refuses_what_it_cannot_run
 
     r = await client.get(f"{JOBS}/{job}/search", params={"q": r"^\d+ warn", "regex": "true"})
     assert len(r.json()["matches"]) == 100
+    counted = await client.get(
+        f"{JOBS}/{job}/search", params={"q": "error", "count": "true", "no_text": "true"}
+    )
+    assert counted.json()["total"] == len(expected)
+    assert [(m["index"], set(m)) for m in counted.json()["matches"]] == [
+        (i, {"index", "line"}) for i, _ in expected[:100]
+    ]
     r = await client.get(f"{JOBS}/{job}/search", params={"q": "ERROR", "case": "sensitive"})
     assert r.json()["matches"][0]["text"].endswith("ERROR: boom")
     assert (
