@@ -135,6 +135,14 @@ def _client_parsers(sub: Any) -> None:
     follow.add_argument("--json", action="store_true", help="one event JSON per line")
     follow.add_argument("--timestamps", action="store_true", help="prefix lines with event time")
     follow.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    follow.add_argument(
+        "--grep",
+        metavar="PATTERN",
+        help="only lines matching PATTERN (ANSI-blind, case-insensitive), as 'LINE: text': "
+        "the server searches what is stored, then new lines are matched as they arrive",
+    )
+    follow.add_argument("--regex", action="store_true", help="PATTERN is an RE2 regex")
+    follow.add_argument("--case-sensitive", action="store_true", help="match case exactly")
 
     run = sub.add_parser(
         "run",
@@ -199,6 +207,9 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def cmd_follow(args: argparse.Namespace) -> int:
+    if args.grep is not None:
+        return cmd_grep(args)
+
     async def follow_log() -> int:
         out = sys.stdout
         printer = LogPrinter(
@@ -223,6 +234,30 @@ def cmd_follow(args: argparse.Namespace) -> int:
         return EXIT_OK if success else EXIT_FAILED
 
     return asyncio.run(follow_log())
+
+
+def cmd_grep(args: argparse.Namespace) -> int:
+    from ..core.errors import StreamerError
+    from ..core.search import Query
+    from .grep import GrepPrinter, grep
+
+    query = Query(args.grep, args.regex, args.case_sensitive)
+    try:
+        query.compile()
+    except StreamerError as exc:
+        print(f"streamer follow: --grep: {exc.detail}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json or args.timestamps or args.tail is not None:
+        print("streamer follow: --grep takes no --json, --timestamps or --tail", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run() -> int:
+        printer = GrepPrinter(sys.stdout, use_color(args.color, sys.stdout))
+        async with _client(args) as client:
+            success = await grep(client, args.job_id, query, printer, args.from_index or 0)
+        return EXIT_OK if success else EXIT_FAILED
+
+    return asyncio.run(run())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
