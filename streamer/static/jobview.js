@@ -53,7 +53,7 @@ export async function showJob(id) {
   wireSearch(search, view, folds);
   wireFollow(view, model);
   wireOptions(view);
-  wireActions(page);
+  wireActions(page, () => { if (model.complete) finished(page, model.complete, model, folds); });
 
   const sectionList = $("section-list");
   const jumpTo = (s) => { folds.reveal(s.start_index, s.start_line); view.reveal(s.start_index, s.start_line); };
@@ -247,7 +247,7 @@ function wireOptions(view) {
   apply();
 }
 
-function wireActions(page) {
+function wireActions(page, oncancelled) {
   const cancel = $("cancel");
   let armed = false;
   cancel.addEventListener("click", async () => {
@@ -255,6 +255,7 @@ function wireActions(page) {
     cancel.disabled = true;
     try {
       page.job = await cancelJob(page.job.id);
+      oncancelled(); // the complete event may have come first: its banner says why now
     } catch (err) {
       fail(`Cancel failed: ${err.message}`);
     } finally {
@@ -289,7 +290,7 @@ function wireSearch(search, view, folds) {
     if (!search.query) count.textContent = "";
     else if (search.error) count.textContent = `search failed: ${search.error}`;
     else if (!search.total) count.textContent = search.done ? "no matches" : "searching…";
-    else count.textContent = `${search.current + 1} of ${search.total.toLocaleString("en-US")}`;
+    else count.textContent = `${(search.current + 1).toLocaleString("en-US")} of ${search.total.toLocaleString("en-US")}`;
   };
   search.onreveal = (m) => {
     folds.reveal(m.index, m.line);

@@ -95,8 +95,8 @@ export class LogView {
       for (let k = 0; k < pieces.length; k++) {
         const line = first == null ? null : first + k;
         const header = line == null ? null : this.folds.headerAt(i, line);
-        if (!header && this.folds.hidden(i, line)) continue;
-        if (!header && this.folds.endAt(i, line) && END_MARKER.test(plainText(pieces[k]))) continue;
+        if (this.folds.hidden(i, line)) continue; // a header inside a fold too
+        if (!header && this.folds.endAt(i, line) && END_MARKER.test(pieces[k])) continue;
         let h = 1;
         if (cols && !header && pieces[k].length > cols) h = Math.ceil(plainText(pieces[k]).length / cols) || 1;
         rows.push({ i, k, h, header, line });
