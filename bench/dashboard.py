@@ -221,10 +221,17 @@ async def measure(
     out["dom_rows"] = await page.evaluate("() => document.querySelectorAll('.row').length")
     out["heap_after_jumps_mb"] = round(await heap(cdp) / 2**20, 1)
 
-    # Search the whole log: every chunk is read once, memory stays bounded.
+    # Search the whole log on the server: the count (and the first match shown), then
+    # every match's position for next/previous, with memory bounded.
     expected = sum(1 for i in range(lines) if i % 7 == 0 and i % 50 != 0)
     t = time.perf_counter()
     await page.fill("#search-q", "warning")
+    await page.wait_for_function(
+        "() => streamerSearch.query === 'warning' && streamerSearch.total > 0"
+        " && document.querySelector('mark.current')",
+        timeout=300_000,
+    )
+    out["search_count_s"] = round(time.perf_counter() - t, 2)
     await page.wait_for_function(
         "() => streamerSearch.query === 'warning' && streamerSearch.done", timeout=300_000
     )
