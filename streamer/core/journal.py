@@ -43,6 +43,7 @@ from .models import (
     encode_events,
 )
 from .redact import Redactor
+from .search import JOIN
 from .text import CONTROL, search_text
 
 # A job at its cap must still be finishable: a lone ``complete`` event whose data is
@@ -71,26 +72,26 @@ class JobState:
 
 class Appended:
     """Events to insert, with their indexes and lines, and the bytes they add; per
-    event the raw line it starts on and its search text; the sections it changed.
+    event the raw line it starts on; their search text; the sections they changed.
 
     A plain ``__slots__`` class: one is made per append, and a frozen dataclass's
     ``__init__`` costs more than the rest of a small append's bookkeeping.
     """
 
-    __slots__ = ("events", "size", "lines", "texts", "sections")
+    __slots__ = ("events", "size", "lines", "text", "sections")
 
     def __init__(
         self,
         events: list[Event],
         size: int,
         lines: list[int],
-        texts: list[bytes],
+        text: bytes,
         sections: list[sections.Section],
     ) -> None:
         self.events = events
         self.size = size
         self.lines = lines
-        self.texts = texts
+        self.text = text  # the events' search texts, joined (search.JOIN): one row
         self.sections = sections
 
 
@@ -187,7 +188,7 @@ def _record(
     last = state.last_timestamp
     timestamp = max(now, last) if last else now
     stored = encode_events(events, job.event_count, timestamp)
-    lines, texts, changed = _index(state, events, stored, timestamp)
+    lines, text, changed = _index(state, events, stored, timestamp)
     size = sum([len(e.line) for e in stored])
     check_job_bytes(state.byte_count, size, events, byte_limit)
     final = events[-1]
@@ -203,13 +204,13 @@ def _record(
     job.updated_at = now
     state.last_timestamp = timestamp
     state.byte_count += size
-    return Appended(stored, size, lines, texts, changed)
+    return Appended(stored, size, lines, text, changed)
 
 
 def _index(
     state: JobState, events: Sequence[NewEvent], stored: list[Event], timestamp: str
-) -> tuple[list[int], list[bytes], list[sections.Section]]:
-    """Line numbers and search texts of ``stored``, and the sections they change.
+) -> tuple[list[int], bytes, list[sections.Section]]:
+    """Line numbers and the search text of ``stored``, and the sections they change.
 
     The section parser runs only when ``quick_check`` says the batch may hold a
     marker; otherwise this is the carried unfinished line, updated. Events that open
@@ -225,9 +226,9 @@ def _index(
             if carry or not data.endswith("\n"):
                 state.carry = sections.carry_after(carry, data)
             state.line_count += data.count("\n")
-            return lines, [data.encode("utf-8", "surrogatepass")], []
+            return lines, data.encode("utf-8", "surrogatepass"), []
         state.line_count += data.count("\n")
-        texts = [search_text(data)]
+        text = search_text(data)
         raw = data
         typed = only.type in sections.MARKER_TYPES
     else:
@@ -235,13 +236,13 @@ def _index(
         starts = list(accumulate([d.count("\n") for d in datas], initial=state.line_count))
         state.line_count = starts[-1]
         lines = [n + 1 for n in starts[:-1]]
-        texts = [search_text(d) for d in datas]
+        text = JOIN.join([search_text(d) for d in datas])
         raw = "".join(datas)
         typed = not sections.MARKER_TYPES.isdisjoint({e.type for e in events})
     if not typed and _hint(carry + raw if carry else raw) is None:
         if carry or not raw.endswith("\n"):
             state.carry = sections.carry_after(carry, raw)
-        return lines, texts, []
+        return lines, text, []
     parsed = sections.State.load(state.sections)
     incoming = [
         sections.Incoming(e.index, e.type, n.data, line, timestamp)
@@ -262,7 +263,7 @@ def _index(
             }
         )
         stored[position] = Event(event.index, event.type, line)
-    return lines, texts, fed.touched
+    return lines, text, fed.touched
 
 
 def closes_job(events: Sequence[NewEvent]) -> bool:

@@ -1,8 +1,10 @@
 """Searching a log: the query, and matching it over many events at once.
 
-Ingest stores each event's plain text (``text.search_text``: no escapes, no control
-characters). A search reads that text for a range of events joined into one bytes
-object, events separated by a line holding only ``SEPARATOR``, and runs one RE2
+Ingest stores the plain text of each append's events (``text.search_text``: no
+escapes, no control characters), joined with ``JOIN``: one row per append, however
+many events it held. A search reads those rows for a range of events joined into
+one bytes object, every two events separated by a line holding only ``SEPARATOR``,
+and runs one RE2
 scan over the whole of it: no Python work per event, only per match. RE2 runs in
 time linear in the text whatever the pattern (no backtracking, so no pattern can
 hold a worker), refuses what it cannot promise that for (backreferences,
@@ -13,6 +15,7 @@ between matches.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import re2  # type: ignore[import-untyped]
@@ -103,25 +106,8 @@ class Matcher:
             pos = line_end + 1
         return None
 
-    def count(self, chunk: bytes) -> int:
-        """How many lines of ``chunk`` match (``scan`` without the limit or the texts)."""
-        total, pos = 0, 0
-        while (span := self._next_line(chunk, pos)) is not None:
-            total += 1
-            pos = span[1] + 1
-        return total
-
-    def scan(self, chunk: bytes, first: int, limit: int) -> tuple[list[Found], int | None]:
-        """Matching lines in ``chunk`` (the texts of events ``first, first + 1, ...``
-        joined with ``JOIN``), in order, at most ``limit``.
-
-        An event's matches are never split across pages: when the limit falls inside
-        one, the page ends before that event. Only an event that alone holds more
-        than ``limit`` matching lines is cut (its first ``limit`` are listed).
-        Returns the matches and, when the limit stopped the scan, the index of the
-        first event not listed; ``None`` when the whole chunk was read.
-        """
-        found: list[Found] = []
+    def _lines(self, chunk: bytes, first: int) -> Iterator[tuple[int, int, int, int]]:
+        """(event index, line in the event, start, end) of every matching line."""
         index, counted, event_start, pos = first, 0, 0, 0
         while (span := self._next_line(chunk, pos)) is not None:
             start, end = span
@@ -131,14 +117,48 @@ class Matcher:
                 index += separators
                 event_start = chunk.rfind(JOIN, 0, start) + len(JOIN)
             counted = start
+            yield index, chunk.count(b"\n", event_start, start), start, end
+
+    def count(self, chunk: bytes, first: int, start: int = 0, until: int = 1 << 62) -> int:
+        """How many lines of events ``start`` to ``until - 1`` match in ``chunk`` (the
+        texts of events ``first, first + 1, ...``): ``scan`` without limit or texts,
+        and without the work per match that only a listed match needs."""
+        total, index, counted, pos = 0, first, 0, 0
+        while (span := self._next_line(chunk, pos)) is not None:
+            begin, pos = span[0], span[1] + 1
+            index += chunk.count(SEPARATOR, counted, begin)
+            counted = begin
+            if index >= until:
+                break
+            total += index >= start
+        return total
+
+    def scan(
+        self, chunk: bytes, first: int, limit: int, start: int = 0, until: int = 1 << 62
+    ) -> tuple[list[Found], int | None]:
+        """Matching lines in ``chunk`` (the texts of events ``first, first + 1, ...``
+        joined with ``JOIN``) of events ``start`` to ``until - 1``, in order, at most
+        ``limit``.
+
+        An event's matches are never split across pages: when the limit falls inside
+        one, the page ends before that event. Only an event that alone holds more
+        than ``limit`` matching lines is cut (its first ``limit`` are listed).
+        Returns the matches and, when the limit stopped the scan, the index of the
+        first event not listed; ``None`` when the whole chunk was read.
+        """
+        found: list[Found] = []
+        for index, line, begin, end in self._lines(chunk, first):
+            if index < start:
+                continue
+            if index >= until:
+                break
             if len(found) >= limit:
                 if found[-1].index != index:
                     return found, index
                 if found[0].index != index:
                     return [f for f in found if f.index != index], index
                 continue  # one event with more matching lines than a page holds
-            line = chunk.count(b"\n", event_start, start)
-            text = chunk[start:end].decode("utf-8", "replace")[:MAX_TEXT]
+            text = chunk[begin:end].decode("utf-8", "replace")[:MAX_TEXT]
             found.append(Found(index, line, text))
         return found, None
 

@@ -144,27 +144,39 @@ class Jobs:
         while start < to_index and len(found) < limit:
             end = min(start + size, to_index)
             size = min(size * 2, SEARCH_CHUNK)
-            chunk = await self._texts(job_id, start, end)
-            more, stop = await asyncio.to_thread(matcher.scan, chunk, start, limit - len(found))
+            chunk, first, last = await self._texts(job_id, start, end)
+            if first is None:
+                break
+            more, stop = await asyncio.to_thread(
+                matcher.scan, chunk, first, limit - len(found), start, to_index
+            )
             found.extend(more)
             if stop is not None:
                 return found, await self.line_starts(job_id, found), stop
-            start = end
+            start = max(end, last + 1)
         return found, await self.line_starts(job_id, found), None
 
     async def count_matches(
         self, job_id: str, matcher: Matcher, from_index: int, to_index: int
     ) -> int:
         """How many lines of events ``from_index`` to ``to_index - 1`` match."""
-        total = 0
-        for start in range(from_index, to_index, SEARCH_CHUNK):
-            chunk = await self._texts(job_id, start, min(start + SEARCH_CHUNK, to_index))
-            total += await asyncio.to_thread(matcher.count, chunk)
+        total, start = 0, from_index
+        while start < to_index:
+            end = min(start + SEARCH_CHUNK, to_index)
+            chunk, first, last = await self._texts(job_id, start, end)
+            if first is None:
+                break
+            total += await asyncio.to_thread(matcher.count, chunk, first, start, to_index)
+            start = max(end, last + 1)
         return total
 
-    async def _texts(self, job_id: str, start: int, end: int) -> bytes:
-        rows = await self.db.fetch(self.db.text_chunk, (job_id, start, end))
-        return bytes(rows[0][0] or b"") if rows else b""
+    async def _texts(self, job_id: str, start: int, end: int) -> tuple[bytes, int | None, int]:
+        """The joined search texts of the appends holding events ``start`` to
+        ``end - 1`` (they may reach either side), the first event and the last."""
+        rows = await self.db.fetch(self.db.text_chunk, (job_id, job_id, start, end))
+        if not rows or rows[0][1] is None:
+            return b"", None, start
+        return bytes(rows[0][0]), int(rows[0][1]), int(rows[0][2])
 
     async def line_starts(self, job_id: str, found: Sequence[Found]) -> dict[int, int]:
         """The raw line each event of ``found`` starts on."""

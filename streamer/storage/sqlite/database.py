@@ -38,11 +38,13 @@ from .writer import Writer
 
 READERS = 3
 MIN_VERSION = (3, 35, 0)  # RETURNING, used by the shared transactions
-# A range of events' search texts as one value, events separated by ``search.JOIN``.
+# The search texts of the appends holding events ``? <= idx < ?`` (from the one that
+# holds the first), as one value in index order, and the events it spans.
 TEXT_CHUNK = (
-    "SELECT CAST(group_concat(t, char(10, 30, 10)) AS BLOB) FROM ("
-    "SELECT coalesce(text, x'') AS t FROM events "
-    "WHERE job_id = ? AND idx >= ? AND idx < ? ORDER BY idx)"
+    "SELECT CAST(group_concat(t, char(10, 30, 10)) AS BLOB), min(f), max(l) FROM ("
+    "SELECT text AS t, first_idx AS f, last_idx AS l FROM search_text "
+    "WHERE job_id = ? AND first_idx >= coalesce((SELECT max(first_idx) FROM search_text "
+    "WHERE job_id = ? AND first_idx <= ?), 0) AND first_idx < ? ORDER BY first_idx)"
 )
 
 
@@ -160,13 +162,14 @@ def _execute(conn: sqlite3.Connection, command: Command) -> Any:
         state, appended = command.state, command.appended
         if appended is not None:
             job_id = state.job.id
+            events, lines = appended.events, appended.lines
             conn.executemany(
-                "INSERT INTO events (job_id, idx, type, line, lineno, text) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (job_id, e.index, e.type, e.line, n, t)
-                    for e, n, t in zip(appended.events, appended.lines, appended.texts, strict=True)
-                ],
+                "INSERT INTO events (job_id, idx, type, line, lineno) VALUES (?, ?, ?, ?, ?)",
+                [(job_id, e.index, e.type, e.line, n) for e, n in zip(events, lines, strict=True)],
+            )
+            conn.execute(
+                "INSERT INTO search_text (job_id, first_idx, last_idx, text) VALUES (?, ?, ?, ?)",
+                (job_id, events[0].index, events[-1].index, appended.text),
             )
         conn.execute(JOB_UPDATE, job_state_values(state))
         return None

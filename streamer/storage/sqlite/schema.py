@@ -69,10 +69,10 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE jobs SET byte_count =
         (SELECT coalesce(sum(length(line)), 0) FROM events WHERE events.job_id = jobs.id);
     """,
-    # 4: logs the service understands. Per event, the raw line it starts on and its
-    # plain text for search (existing events get their data, escapes and all); per
-    # job, the redaction count, the section parser's state and its sealed secrets;
-    # and the section index.
+    # 4: logs the service understands. Per event, the raw line it starts on; per
+    # append, its events' plain text for search (existing events get one row each,
+    # their data, escapes and all); per job, the redaction count, the section
+    # parser's state and its sealed secrets; and the section index.
     """
     ALTER TABLE jobs ADD COLUMN redactions INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN line_count INTEGER NOT NULL DEFAULT 0;
@@ -80,14 +80,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN section_state TEXT;
     ALTER TABLE jobs ADD COLUMN secrets BLOB;
     ALTER TABLE events ADD COLUMN lineno INTEGER;
-    ALTER TABLE events ADD COLUMN text BLOB;
-    UPDATE events SET text = CAST(coalesce(json_extract(line, '$.data'), '') AS BLOB);
+    CREATE TABLE search_text (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        first_idx INTEGER NOT NULL,
+        last_idx INTEGER NOT NULL,
+        text BLOB NOT NULL,
+        PRIMARY KEY (job_id, first_idx)
+    ) WITHOUT ROWID;
+    INSERT INTO search_text (job_id, first_idx, last_idx, text)
+        SELECT job_id, idx, idx, CAST(coalesce(json_extract(line, '$.data'), '') AS BLOB)
+        FROM events;
     UPDATE events SET lineno = 1 + coalesce((
-        SELECT sum(length(e.text) - length(replace(e.text, char(10), '')))
-        FROM events e WHERE e.job_id = events.job_id AND e.idx < events.idx), 0);
+        SELECT sum(length(t.text) - length(replace(t.text, char(10), '')))
+        FROM search_text t WHERE t.job_id = events.job_id AND t.first_idx < events.idx), 0);
     UPDATE jobs SET line_count = (
         SELECT coalesce(sum(length(text) - length(replace(text, char(10), ''))), 0)
-        FROM events WHERE events.job_id = jobs.id);
+        FROM search_text WHERE search_text.job_id = jobs.id);
     CREATE TABLE sections (
         job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
         id INTEGER NOT NULL,
