@@ -38,6 +38,7 @@ from .writer import Writer
 
 READERS = 3
 MIN_VERSION = (3, 35, 0)  # RETURNING, used by the shared transactions
+INSERT_EVENT = "INSERT INTO events (job_id, idx, type, line, lineno) VALUES (?, ?, ?, ?, ?)"
 # The search texts of the appends holding events ``? <= idx < ?`` (from the one that
 # holds the first), as one value in index order, and the events it spans.
 TEXT_CHUNK = (
@@ -163,10 +164,17 @@ def _execute(conn: sqlite3.Connection, command: Command) -> Any:
         if appended is not None:
             job_id = state.job.id
             events, lines = appended.events, appended.lines
-            conn.executemany(
-                "INSERT INTO events (job_id, idx, type, line, lineno) VALUES (?, ?, ?, ?, ?)",
-                [(job_id, e.index, e.type, e.line, n) for e, n in zip(events, lines, strict=True)],
-            )
+            if len(events) == 1:  # most appends: execute costs less than executemany
+                e = events[0]
+                conn.execute(INSERT_EVENT, (job_id, e.index, e.type, e.line, lines[0]))
+            else:
+                conn.executemany(
+                    INSERT_EVENT,
+                    [
+                        (job_id, e.index, e.type, e.line, n)
+                        for e, n in zip(events, lines, strict=True)
+                    ],
+                )
             conn.execute(
                 "INSERT INTO search_text (job_id, first_idx, last_idx, text) VALUES (?, ?, ?, ?)",
                 (job_id, events[0].index, events[-1].index, appended.text),
