@@ -3,11 +3,13 @@
     StreamerError                  500 / 1011
     ├── BadRequest                 400 / 1008   malformed cursor or query
     ├── Unauthorized               401 / 4401
+    ├── Forbidden                  403 / 1008   a browser origin that is not allowed
     ├── NotFound                   404 / 4404   missing, or someone else's
     ├── Conflict                   409 / 1008   illegal transition, expected_index
     ├── PayloadTooLarge            413 / 1009
     ├── CursorAhead                416 / 1008   from_index beyond the next index
     ├── Unprocessable              422 / 1008   well-formed JSON, wrong content
+    ├── ClientGone                 499 / 1001   the client left before its request was read
     ├── TooManyRequests            429 / 1013   a rate or concurrency limit; Retry-After
     └── Unavailable                503 / 1011   storage unreachable or full
         └── Overloaded             503 / 1013   the node sheds load (stream-start rate); Retry-After
@@ -57,6 +59,10 @@ class Unauthorized(StreamerError):
         self.headers["WWW-Authenticate"] = "Bearer"
 
 
+class Forbidden(StreamerError):
+    status, ws_code, title = 403, 1008, "Forbidden"
+
+
 class NotFound(StreamerError):
     status, ws_code, title = 404, 4404, "Not Found"
 
@@ -75,6 +81,13 @@ class CursorAhead(StreamerError):
 
 class Unprocessable(StreamerError):
     status, ws_code, title = 422, 1008, "Unprocessable Content"
+
+
+class ClientGone(StreamerError):
+    """The client went away before its request was read (mid-upload): nothing to
+    answer and nothing stored; logged once as such, never as a server error."""
+
+    status, ws_code, title = 499, 1001, "Client Closed Request"
 
 
 class TooManyRequests(StreamerError):

@@ -1,27 +1,41 @@
-"""The one replay→live merge that SSE, WebSocket, the text log and the CLI sit on.
+"""The one replay→live merge that every transport and protocol sits on.
 
 The order of operations is the whole point:
 
-1. **Subscribe to the hub first.** From now on every committed event is buffered.
+1. **Subscribe to the hub first.** From now on every committed event of the job is
+   kept in its channel (``hub.py``) until this reader is past it.
 2. **Replay from storage** in pages from ``from_index`` up to the current end.
-3. **Drain the buffer, skipping indexes already sent.** Anything committed during
-   the replay is in the buffer, anything committed before it was in storage.
-4. **On a gap or an overflow, go back to storage** from the last index sent. The
-   hub only publishes after commit, so storage always has what the buffer missed.
+3. **Go live when the channel reaches back to where the replay stopped**: anything
+   committed during the replay is in the channel, anything before it was in storage;
+   events the reader already has are skipped by index.
+4. **When the channel no longer reaches back to the reader** (it fell behind the
+   channel's bounds, or the channel saw a hole), **read storage again** from the
+   reader's position. The hub only publishes after commit, so storage always has
+   what the channel lacks.
 
 Reading history before subscribing loses what is appended in between; subscribing
-without de-duplicating delivers it twice. Both bugs are the peers' most common ones,
-and both are impossible here by construction (see ``tests/core/test_follow_merge.py``
-and ``tests/server/test_follow_boundary.py``).
+without de-duplicating delivers it twice. Both are the peers' most common bugs, and
+both are impossible here by construction (``tests/core/test_follow_merge.py`` and
+``tests/server/test_follow_boundary.py``).
+
+A reader that is live is plain state: the hub's flush calls ``pump``, which writes
+the new events to the reader's ``Outlet`` at once, or leaves them in the channel
+while the outlet cannot take them (its connection is backed up) until the outlet
+says it can (``on_ready``). A task exists only while the reader reads storage, so an
+idle reader costs its registration and its socket, not a suspended coroutine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
-from .hub import Hub, Subscription
+from .errors import StreamerError
+from .hub import Channel, Hub
 from .models import Event
 from .ports import EventReader
 
@@ -34,25 +48,34 @@ REPLAY_PAGE_BYTES = 256 * 1024
 MAX_REPLAY_PAGE_EVENTS = 16_384
 
 
-class LiveSink(Protocol):
-    """A reader's connection, as the merge sees it while the reader is caught up.
+class Outlet(Protocol):
+    """Where one reader's events go: a transport's framing over one connection."""
 
-    ``send_events`` writes the events to the socket now, if it can take them without
-    waiting, and says whether it did; ``False`` means nothing was written and the
-    events go through ``batches()`` like any other.
-    """
+    on_ready: Callable[[], None] | None  # set by the reader: the outlet can take writes again
 
-    def send_events(self, events: Sequence[Event]) -> bool: ...
+    def ready(self) -> bool:
+        """Whether a write now stays within the connection's bound."""
+
+    def send(self, events: Sequence[Event]) -> None:
+        """Frame ``events`` (consecutive, in order) and write them; never waits."""
+
+    def keepalive(self, next_index: int) -> None:
+        """Tell an idle client the stream is alive and where it stands."""
+
+    def finish(self, follow: Follow) -> None:
+        """The stream ended: ``follow.complete``, or ``follow.closed`` says why."""
+
+    async def drain(self) -> None:
+        """Until ``ready()``; raises ``ConnectionError`` when the connection is gone."""
 
 
 class Follow:
     """Events of one job from ``from_index`` on, replayed then live, each exactly once.
 
-    Iterate ``batches()``: each item is a non-empty list of consecutive events
-    (coalesced, so a transport can send them in one write), or an empty list when a
-    keepalive is due (the hub's ticker decides). Iteration ends after ``complete``,
-    after the stored events when ``live`` is false, or when ``close()`` is called
-    (``closed`` then says why: disconnect, shutdown, deleted).
+    ``start(outlet)`` begins; the stream ends after ``complete``, after the stored
+    events when ``live`` is false, or when ``close()`` is called (``closed`` then says
+    why: disconnect, shutdown, deleted, revoked, send_timeout, storage_error). At
+    the end the outlet's ``finish`` and then ``on_end`` are called, once.
     """
 
     def __init__(
@@ -65,149 +88,277 @@ class Follow:
         live: bool = True,
         page_size: int = 1000,
         transport: str = "internal",
+        send_timeout: float = 10.0,
     ) -> None:
         self.reader = reader
         self.hub = hub
         self.job_id = job_id
         self.next_index = from_index
-        self.live = live
+        self.tails = live  # follows the job live once the stored events are sent
         self.page_size = page_size
         self.transport = transport
+        self.send_timeout = send_timeout
+        self.outlet: Outlet | None = None
+        self.on_end: Callable[[Follow], None] | None = None
         self.replayed = 0  # events read from storage (replay and catch-up)
-        self.replaying = False  # reading storage right now (replay or catch-up)
-        self.complete = False
         self.sent = 0
+        self.complete = False
         self.closed: str | None = None
-        self._subscription: Subscription | None = None
-        self.direct: LiveSink | None = None  # the transport's socket, when it offers one
+        self.ended = False
+        self.channel: Channel | None = None
+        self._live = False
+        self._since = 0  # when it subscribed, on the clock of the shared pages
+        self._task: asyncio.Task[None] | None = None
+        self._stalled: float | None = None  # since when a live write has had to wait
+        self._last_write = time.monotonic()
+
+    @property
+    def live(self) -> bool:
+        """Caught up and pumped by the hub."""
+        return self._live
+
+    @property
+    def replaying(self) -> bool:
+        """Reading storage right now (replay or catch-up)."""
+        return self._task is not None
+
+    def start(self, outlet: Outlet) -> None:
+        """Subscribe (if it tails), then read storage from ``next_index`` in a task."""
+        self.outlet = outlet
+        outlet.on_ready = self._on_ready
+        if self.tails:
+            self.channel = self.hub.subscribe(self.job_id, self)
+        self._since = self.hub.pages.stamp()
+        self._catch_up()
 
     def close(self, reason: str) -> None:
-        """End the iteration soon (from another task): disconnect, shutdown, revocation."""
-        if self.closed is None:
-            self.closed = reason
-        if self._subscription is not None:
-            self._subscription.close(reason)
+        """End the stream soon, from anywhere: disconnect, shutdown, revocation."""
+        if self.ended:
+            return
+        self.closed = reason
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self._end()
 
-    def _advance(self, events: list[Event]) -> list[Event]:
+    # live -------------------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Write what the channel has past ``next_index``, if the outlet can take it."""
+        channel, outlet = self.channel, self.outlet
+        if not self._live or channel is None or outlet is None:
+            return
+        run = channel.since(self.next_index)
+        if run is None:  # the channel no longer reaches back here: storage has it
+            self.hub.lag_events += 1
+            self._catch_up()
+            return
+        if not run:
+            return
+        if not outlet.ready():
+            if self._stalled is None:
+                self._stalled = time.monotonic()
+            return
+        self._deliver(run)
+
+    def tick(self, now: float) -> None:
+        """From the hub's ticker: end a live write stalled past the send timeout; send
+        a keepalive after ``keepalive`` seconds without a write."""
+        if not self._live or self.ended or self.outlet is None:
+            return
+        if self._stalled is not None and now - self._stalled > self.send_timeout:
+            self.close("send_timeout")
+            return
+        keepalive = self.hub.keepalive
+        if keepalive and now - self._last_write >= keepalive and self.outlet.ready():
+            self._last_write = now
+            self.outlet.keepalive(self.next_index)
+
+    def _on_ready(self) -> None:
+        self._stalled = None
+        self.pump()
+
+    def _deliver(self, events: Sequence[Event]) -> None:
+        assert self.outlet is not None
+        self.outlet.send(events)
         self.next_index = events[-1].index + 1
         self.sent += len(events)
-        self.complete = events[-1].is_complete
-        return events
+        self._stalled = None
+        self._last_write = time.monotonic()
+        if events[-1].is_complete:
+            self.complete = True
+            self._end()
 
-    def _contiguous(self, events: Sequence[Event]) -> tuple[list[Event], bool]:
-        """The buffered events that continue exactly at ``next_index``, and whether a gap
-        cut the run short.
+    # storage ----------------------------------------------------------------------------
 
-        Skips what was already sent anywhere in the buffer, not only at its start: with
-        several sources feeding the hub (this process's commits and other nodes'),
-        a buffer may hold ``[35, 36, 34, 35, 36, 37]``.
-        """
-        expected = self.next_index
-        run: list[Event] = []
-        for event in events:
-            if event.index < expected:
-                continue
-            if event.index > expected:
-                return run, True
-            run.append(event)
-            expected += 1
-        return run, False
+    def _catch_up(self) -> None:
+        self._live = False
+        self._task = asyncio.get_running_loop().create_task(
+            self._read_storage(), name=f"streamer-replay-{self.job_id}"
+        )
 
-    def _deliver_now(self, events: Sequence[Event]) -> bool:
-        """Called inside ``Hub.publish`` while this reader is caught up and parked:
-        write the events that continue at ``next_index`` straight to its socket.
-
-        ``False`` (nothing written) sends the events down the ordinary path: a gap,
-        a socket that cannot take them now, or anything unexpected. It never raises:
-        it runs in the publisher's task, after the commit was acknowledged.
-        """
-        direct = self.direct
-        if direct is None or self.closed is not None:
-            return False
+    async def _read_storage(self) -> None:
+        """Stored events from ``next_index`` until the channel takes over (or the end)."""
         try:
-            run, gap = self._contiguous(events)
-            if gap:
-                return False
-            if run:
-                if not direct.send_events(run):
-                    return False
-                self.hub.direct_events += len(run)
-                self._advance(run)
-                if self.complete and self._subscription is not None:
-                    self._subscription.wake()  # the loop in batches() ends
-            return True
-        except Exception:  # a write to a broken socket: let the ordinary path see it
-            log.debug("direct delivery failed; falling back", exc_info=True)
-            return False
+            caught_up = await self._replay()
+        except TimeoutError:
+            self._task = None
+            self.close("send_timeout")  # it stopped reading; it resumes from its position
+            return
+        except ConnectionError:
+            self._task = None
+            self.close("disconnect")
+            return
+        except StreamerError as exc:  # storage failed mid-stream (database down, pool dry)
+            log.warning("ending a %s stream of job %s: %s", self.transport, self.job_id, exc.detail)
+            self._task = None
+            self.close("storage_error")  # the client resumes from its position
+            return
+        self._task = None
+        if self.ended:
+            return
+        if not caught_up:
+            self._end()  # not tailing: the stored events were the whole stream
+            return
+        self._live = True
+        self.pump()
 
-    async def _replay(self, since: int | None = None) -> AsyncIterator[list[Event]]:
-        """Stored events from ``next_index`` to the current end, page by page.
-
-        ``since`` stamps the moment from which every commit reaches this reader's
-        live buffer (see ``pages.py``): its subscription for the first replay; for a
-        catch-up after an overflow or a gap, now, since the buffer was just emptied.
-        """
-        self.replaying = True
-        limit, pages, fresh = self.page_size, self.hub.pages, False
-        if since is None:
-            since = pages.stamp()
-        try:
-            while not self.complete and self.closed is None:
-                page, size, is_end = await pages.read(
-                    self.reader, self.job_id, self.next_index, limit, since, fresh=fresh
-                )
-                if page:
-                    self.replayed += len(page)
-                    yield self._advance(page)
-                if len(page) < limit:
-                    if is_end:
-                        return
-                    fresh = True  # a shared page that may end too early: read on, alone
-                    continue
+    async def _replay(self) -> bool:
+        """Pages from storage, written as they come; True when the channel reaches back
+        to ``next_index`` (go live), False at the end of what is stored when the
+        reader does not tail."""
+        outlet, pages, channel = self.outlet, self.hub.pages, self.channel
+        assert outlet is not None
+        limit, fresh = self.page_size, False
+        while not self.ended:
+            page, size, is_end = await pages.read(
+                self.reader, self.job_id, self.next_index, limit, self._since, fresh=fresh
+            )
+            if page:
+                if not outlet.ready():
+                    async with asyncio.timeout(self.send_timeout):
+                        await outlet.drain()
+                    if self.ended:
+                        return False
+                self.replayed += len(page)
+                self._deliver(page)
+            if len(page) == limit:
                 fresh = False
-                # Size the next page by bytes, not events: ~REPLAY_PAGE_BYTES per read
-                # keeps a long replay to a few hundred storage round trips per million
-                # small events, and a page of big events from holding much memory.
+                # Size the next page by bytes, not events: a few hundred storage round
+                # trips per million small events, and little memory for big ones.
                 limit = REPLAY_PAGE_BYTES * len(page) // (size or 1)
                 limit = max(1, min(MAX_REPLAY_PAGE_EVENTS, limit))
-        finally:
-            self.replaying = False
+                continue
+            # A short page: the end of what was stored when its read started.
+            fresh = True  # whatever comes next is read by this reader alone
+            if not is_end:  # a shared read older than this reader's subscription
+                continue
+            if channel is None:
+                return False
+            if channel.covers(self.next_index):
+                return True
+            # The channel has moved past the replay's end (a burst, a hole): read on.
+        return False
 
-    async def batches(self) -> AsyncIterator[list[Event]]:
-        subscription = None
-        if self.live and self.closed is None:
-            subscription = self._subscription = self.hub.subscribe(self.job_id)
-        try:
-            async for page in self._replay(subscription.stamp if subscription else None):
-                yield page
-            if subscription is None or self.complete:
+    # the end ----------------------------------------------------------------------------
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self._live = False
+        if self.channel is not None:
+            self.hub.unsubscribe(self.channel, self)
+        outlet = self.outlet
+        if outlet is not None:
+            outlet.on_ready = None
+            outlet.finish(self)
+        if self.on_end is not None:
+            self.on_end(self)
+
+
+class Inbox:
+    """An outlet read by a coroutine: for transports that must await each write (the
+    ASGI path) and for in-process readers.
+
+    Batches wait here until the reader takes them, bounded by bytes: past
+    ``max_bytes`` the inbox is not ready, so the follow leaves events in the hub's
+    channel (or stops reading storage) until the reader catches up.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.on_ready: Callable[[], None] | None = None
+        self.finished = False
+        self._items: deque[list[Event] | int] = deque()
+        self._bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+
+    def ready(self) -> bool:
+        return self._bytes < self.max_bytes and not self.finished
+
+    def send(self, events: Sequence[Event]) -> None:
+        self._items.append(list(events))
+        self._bytes += sum([len(e.line) for e in events])
+        self._wake()
+
+    def keepalive(self, next_index: int) -> None:
+        self._items.append(next_index)
+        self._wake()
+
+    def finish(self, follow: Follow) -> None:
+        self.finished = True
+        self._wake()
+        self._release()
+
+    async def drain(self) -> None:
+        while not self.ready():
+            if self.finished:
+                raise ConnectionError("the stream has ended")
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    async def items(self) -> AsyncIterator[list[Event] | int]:
+        """What was sent, in order: a batch of events, or for a keepalive the reader's
+        next index (an ``int``); ends when the stream has finished."""
+        while True:
+            while self._items:
+                item = self._items.popleft()
+                if isinstance(item, list):
+                    self._bytes -= sum([len(e.line) for e in item])
+                    if self._bytes < self.max_bytes:
+                        self._release()
+                        if self.on_ready is not None:
+                            self.on_ready()
+                yield item
+            if self.finished:
                 return
-            while not self.complete:
-                if self.direct is not None:
-                    subscription.deliver = self._deliver_now
-                try:
-                    await subscription.wait()
-                finally:
-                    subscription.deliver = None
-                if subscription.closed is not None:
-                    self.closed = subscription.closed
-                    return
-                if subscription.lagged:
-                    subscription.clear_lag()
-                    async for page in self._replay():
-                        yield page
-                    continue
-                events = subscription.take()
-                if not events:
-                    if subscription.take_idle():
-                        yield []  # the transport sends its keepalive
-                    continue
-                run, gap = self._contiguous(events)
-                if run:
-                    yield self._advance(run)
-                if gap and not self.complete:
-                    async for page in self._replay():  # storage has what is missing
-                        yield page
-        finally:
-            if subscription is not None:
-                self.hub.unsubscribe(subscription)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _release(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+
+async def batches(follow: Follow, max_bytes: int = 1 << 20) -> AsyncIterator[list[Event]]:
+    """Start ``follow`` into an ``Inbox`` and yield its batches of events (keepalives
+    are skipped): the in-process way to read a job."""
+    inbox = Inbox(max_bytes)
+    follow.start(inbox)
+    try:
+        async for item in inbox.items():
+            if isinstance(item, list):
+                yield item
+    finally:
+        follow.close("disconnect")  # a no-op when it has ended

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from . import sections
-from .errors import Conflict, PayloadTooLarge
+from .errors import Conflict, PayloadTooLarge, Unprocessable
 from .models import (
     FINAL_STATUSES,
     RUNNER_FIELDS,
@@ -187,7 +187,10 @@ def _record(
         job.redactions += masked
     last = state.last_timestamp
     timestamp = max(now, last) if last else now
-    stored = encode_events(events, job.event_count, timestamp)
+    try:
+        stored = encode_events(events, job.event_count, timestamp)
+    except orjson.JSONEncodeError as exc:  # a lone surrogate: not text any store can hold
+        raise Unprocessable("an event's data is not valid text", field="events") from exc
     lines, text, changed = _index(state, events, stored, timestamp)
     size = sum([len(e.line) for e in stored])
     check_job_bytes(state.byte_count, size, events, byte_limit)

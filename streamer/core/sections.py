@@ -42,7 +42,7 @@ from .text import plain_text
 
 MAX_CARRY = 4096  # an unfinished line longer than this is no marker
 MAX_TITLE = 500
-TOO_LONG = "\x00"  # the carry of a line that grew past MAX_CARRY: never a marker
+TOO_LONG = "\x1f"  # the carry of a line that grew past MAX_CARRY: never a marker
 MARKER_TYPES = frozenset({"step", "group", "endgroup", "complete"})
 # A cheap test that a text (a batch's carry and data joined) may hold a marker: the
 # markers' fixed parts, unanchored. It may say yes for nothing (``feed`` decides
@@ -164,7 +164,10 @@ def carry_after(carry: str, data: str) -> str:
         joined = carry + data
     else:
         joined = data[cut + 1 :]
-    return joined if len(joined) <= MAX_CARRY else TOO_LONG
+    if len(joined) > MAX_CARRY:
+        return TOO_LONG
+    # Stored in a text column, which no database lets hold a NUL; no marker has one.
+    return joined.replace("\x00", "") if "\x00" in joined else joined
 
 
 class _Parser:

@@ -95,7 +95,7 @@ def configure(log_format: str, level: int | str | None = None) -> None:
     log off (``RequestLog`` replaces it); in JSON mode, format uvicorn's records as
     JSON too. Idempotent: called by ``serve`` before the server starts and again in
     the app's lifespan (for servers started another way); ``level`` defaults to
-    uvicorn's (``--log-level``).
+    the one set before (``serve --log-level``), or uvicorn's.
     """
     formatter: logging.Formatter = JsonFormatter() if log_format == "json" else TextFormatter()
     streamer = logging.getLogger("streamer")
@@ -105,7 +105,10 @@ def configure(log_format: str, level: int | str | None = None) -> None:
     handler.setFormatter(formatter)
     streamer.addHandler(handler)
     streamer.propagate = False  # like uvicorn's loggers: one line per record, not two
-    streamer.setLevel(level or logging.getLogger("uvicorn.error").getEffectiveLevel())
+    # Without a level: keep one set before (serve's --log-level), else uvicorn's.
+    streamer.setLevel(
+        level or streamer.level or logging.getLogger("uvicorn.error").getEffectiveLevel()
+    )
     access = logging.getLogger("uvicorn.access")
     access.handlers = []  # uvicorn checks hasHandlers() per connection: no access lines
     access.propagate = False
@@ -131,7 +134,7 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
-        state = scope.setdefault("state", {})  # shared with the app's (copied) scope
+        scope.setdefault("state", {})  # shared with the app's (copied) scope
         status = 0
         sent = 0
 
@@ -155,35 +158,39 @@ class RequestLog:
             raise
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                self._log(scope, state, status, sent, time.perf_counter() - began)
+                log_request(scope, status, sent, time.perf_counter() - began)
 
-    @staticmethod
-    def _log(scope: Scope, state: dict[str, Any], status: int, sent: int, took: float) -> None:
-        path = redact_path(scope["path"])
-        query = redact_query(scope.get("query_string", b"")).decode("latin-1")
-        if query:
-            path = f"{path}?{query}"
-        client = scope.get("client")
-        peer = f"{client[0]}:{client[1]}" if client else "-"
-        user = state.get(USER_KEY)
-        if scope["type"] == "websocket":
-            method, line = "WS", f'"WebSocket {path}"'
-        else:
-            method = scope["method"]
-            line = f'"{method} {path} HTTP/{scope.get("http_version", "1.1")}"'
-        duration_ms = round(took * 1000, 1)
-        emit(
-            access_log,
-            "request",
-            f"{peer} {line} {status or '-'} {duration_ms}ms {sent}B user={user or '-'}",
-            client=peer,
-            method=method,
-            path=path,
-            status=status or None,
-            duration_ms=duration_ms,
-            bytes=sent,
-            user_id=user,
-        )
+
+def log_request(scope: Scope, status: int, sent: int, took: float) -> None:
+    """The request's one line (``RequestLog``, and the lean path's dispatcher)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    state = scope.get("state") or {}
+    path = redact_path(scope["path"])
+    query = redact_query(scope.get("query_string", b"")).decode("latin-1")
+    if query:
+        path = f"{path}?{query}"
+    client = scope.get("client")
+    peer = f"{client[0]}:{client[1]}" if client else "-"
+    user = state.get(USER_KEY)
+    if scope["type"] == "websocket":
+        method, line = "WS", f'"WebSocket {path}"'
+    else:
+        method = scope["method"]
+        line = f'"{method} {path} HTTP/{scope.get("http_version", "1.1")}"'
+    duration_ms = round(took * 1000, 1)
+    emit(
+        access_log,
+        "request",
+        f"{peer} {line} {status or '-'} {duration_ms}ms {sent}B user={user or '-'}",
+        client=peer,
+        method=method,
+        path=path,
+        status=status or None,
+        duration_ms=duration_ms,
+        bytes=sent,
+        user_id=user,
+    )
 
 
 def note_user(scope: Scope, user_id: int) -> None:

@@ -26,7 +26,7 @@ from ..core.errors import StreamerError, Unavailable
 from ..core.hub import Hub
 from ..core.ports import Storage
 from ..storage import open_storage
-from . import access_log, api, metrics, openapi
+from . import access_log, api, memory, metrics, openapi
 from .requests import json_response, problem
 from .resources import Resources, resources
 from .security import ApiCORS, SecurityMiddleware, install_log_filter, redact_path
@@ -132,7 +132,12 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
         store = storage or open_storage(
             settings.db_url, sync=settings.sync, pg_pool_size=settings.pg_pool_size
         )
-        hub = Hub(settings.subscriber_buffer, settings.keepalive_seconds)
+        hub = Hub(
+            settings.subscriber_buffer,
+            settings.keepalive_seconds,
+            max_bytes=settings.live_buffer_bytes,
+            tick_every=min(settings.keepalive_seconds, settings.send_timeout_seconds) / 3,
+        )
         store.on_commit = hub.publish
         await store.open()
         res = Resources.build(settings, store, hub)
@@ -146,7 +151,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
         tasks = [
             asyncio.create_task(feed_hub(), name="streamer-watch"),
             asyncio.create_task(recheck_credentials(res), name="streamer-auth-recheck"),
-            asyncio.create_task(hub.run_keepalive(), name="streamer-keepalive"),
+            asyncio.create_task(hub.run_ticker(), name="streamer-ticker"),
+            asyncio.create_task(
+                memory.trim_periodically(settings.memory_trim_seconds), name="streamer-trim"
+            ),
         ]
         if settings.retention:
             age = retention.parse_duration(settings.retention)

@@ -55,6 +55,7 @@ class Resources:
             StreamSlots(settings.max_streams_per_user),
             StreamStartRate(settings.max_stream_starts_per_second, settings.stream_start_burst),
             settings.max_page_events,
+            settings.send_timeout_seconds,
         )
         return cls(
             settings,

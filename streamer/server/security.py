@@ -163,6 +163,20 @@ class SecurityMiddleware:
         await self.app(original, receive, send_with_headers)
 
 
+def api_headers(origin: bytes | None, cors_allowlist: list[str]) -> list[tuple[bytes, bytes]]:
+    """The headers every ``/api/`` response of a request carries, for the lean path:
+    the security headers the middleware adds, and what ``ApiCORS`` adds to a simple
+    (non-preflight) response whose ``Origin`` is allowed."""
+    headers = list(COMMON_HEADERS)
+    if origin is not None and cors_allowlist and origin.decode("latin-1") in cors_allowlist:
+        headers += [
+            (b"access-control-allow-origin", origin),
+            (b"access-control-expose-headers", b"Location, Retry-After"),
+            (b"vary", b"Origin"),
+        ]
+    return headers
+
+
 class ApiCORS:
     """Starlette's CORS for ``/api/`` only, for an exact list of origins, no credentials."""
 

@@ -1,8 +1,11 @@
 """Settings: one table of (name, default, env var, help), read once.
 
-Every knob of the server is declared exactly once in ``SETTINGS``. The same table
-drives ``streamer serve --help``, the environment variables and the README's
-settings section, so the three cannot drift apart (a test checks the README).
+Every knob of the server is declared exactly once in ``SETTINGS``, and the client
+commands' two (``STREAMER_URL``, ``STREAMER_API_KEY``) in ``CLIENT_SETTINGS``. The
+same rows drive the flags and their ``--help`` (``option_help``: what it is, its
+environment variable, its default, wherever the flag appears), the environment
+variables and the README's settings tables, so they cannot drift apart (a test
+checks the README, another every ``--help``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Setting:
     default: Any
     help: str
     flag: str | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def env(self) -> str:
@@ -42,9 +46,30 @@ class Setting:
     def kind(self) -> type:
         return type(self.default) if self.default is not None else str
 
+    def documented_default(self) -> str:
+        """The default as the README's table shows it, the same on every machine."""
+        if self.name == "db":
+            return "streamer.db in the user data dir"
+        return repr(self.default)
+
+    def shown_default(self) -> str:
+        """The default as ``--help`` shows it: for the database, the real path here."""
+        if self.name == "db":
+            return f"streamer.db in the user data dir, here {default_db_path()}"
+        return str(self.default) if self.default != "" else "none"
+
+
+def option_help(setting: Setting) -> str:
+    """The ``--help`` text of a setting's flag, the same wherever the flag appears.
+
+    ``%`` is doubled: argparse formats help strings with it.
+    """
+    text = f"{setting.help} (env {setting.env}; default: {setting.shown_default()})"
+    return text.replace("%", "%%")
+
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("db", "", "SQLite file path or postgresql:// URL (default: the user data dir)", "--db"),
+    Setting("db", "", "SQLite file path or postgresql:// URL", "--db"),
     Setting("host", "127.0.0.1", "address to listen on", "--host"),
     Setting("port", 8000, "TCP port to listen on", "--port"),
     Setting(
@@ -53,6 +78,7 @@ SETTINGS: tuple[Setting, ...] = (
         "SQLite synchronous mode: normal (survives process crash) or full "
         "(also survives power loss, one fsync per commit group)",
         "--sync",
+        ("normal", "full"),
     ),
     Setting(
         "retention",
@@ -97,6 +123,11 @@ SETTINGS: tuple[Setting, ...] = (
         "ws_max_message_bytes",
         64 * 1024,
         "largest WebSocket message a client may send (close 1009 above)",
+    ),
+    Setting(
+        "ws_max_pings_per_second",
+        10,
+        "pings a WebSocket client may send in one second (close 1008 above)",
     ),
     Setting(
         "max_streams_per_user",
@@ -149,11 +180,102 @@ SETTINGS: tuple[Setting, ...] = (
         "most matches one page of GET /jobs/{id}/search returns (its limit's cap)",
     ),
     Setting(
+        "live_buffer_bytes",
+        8 << 20,
+        "stored bytes of recent events kept per job for its live readers; a reader further "
+        "behind reads storage",
+    ),
+    Setting(
+        "stream_buffer_bytes",
+        1 << 20,
+        "bytes of events queued for one reader on the ASGI path (any ASGI server) before "
+        "its stream waits",
+    ),
+    Setting(
+        "header_timeout_seconds",
+        5.0,
+        "a request's head (request line and headers) must arrive within this (408 and close)",
+    ),
+    Setting(
+        "request_timeout_seconds",
+        30.0,
+        "a request's body must arrive within this after its head (408 and close)",
+    ),
+    Setting(
+        "keepalive_timeout_seconds",
+        5.0,
+        "an idle keep-alive connection is closed after this",
+    ),
+    Setting(
+        "max_pipelined_requests",
+        16,
+        "requests one connection may queue behind the one being answered; past it the "
+        "server stops reading that connection",
+    ),
+    Setting("max_request_head_bytes", 16 * 1024, "request line and headers (431 above)"),
+    Setting("max_request_headers", 100, "headers in one request (431 above)"),
+    Setting(
+        "write_high_water_bytes",
+        64 * 1024,
+        "response bytes buffered per connection before its writers wait; a WebSocket client "
+        "that sends pings without reading past it is closed",
+    ),
+    Setting(
+        "max_connections_per_client",
+        256,
+        "open connections from one client address (more are closed at once), except the "
+        "addresses in unlimited_clients",
+    ),
+    Setting(
+        "unlimited_clients",
+        "127.0.0.1,::1",
+        "comma-separated client addresses without a connection cap: the machine itself, "
+        "where a reverse proxy (whose connections all come from one address) runs",
+    ),
+    Setting(
+        "fd_reserve",
+        64,
+        "file descriptors kept free for the database and logs; at the budget the oldest idle "
+        "connection is closed, or the new one gets 503",
+    ),
+    Setting(
+        "memory_trim_seconds",
+        10.0,
+        "how often freed memory is handed back to the OS (glibc malloc_trim), so RSS falls "
+        "after a burst; 0 is off",
+    ),
+    Setting(
+        "http",
+        "builtin",
+        "builtin (streamer's own server: the lean path and every connection bound) or "
+        "uvicorn (the ASGI app under uvicorn, for comparison)",
+        "--http",
+        ("builtin", "uvicorn"),
+    ),
+    Setting(
         "log_format",
         "text",
         "text (one readable line per request and per stream start and end) or json (one JSON "
         "object per line, for log collectors)",
         "--log-format",
+        ("text", "json"),
+    ),
+)
+
+# The client commands (follow, run, jobs) read these; they never reach the server.
+CLIENT_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "url",
+        "http://127.0.0.1:8000",
+        "the server's URL, as `streamer serve` prints it; also `url` in the config file",
+        "--url",
+    ),
+    Setting(
+        "api_key",
+        "",
+        "an API key (stk_...): `streamer serve` prints the first one, `streamer keys create` "
+        "makes more; also `api_key` in the config file",
+        "--api-key",
     ),
 )
 
@@ -180,6 +302,7 @@ class Settings:
     allowed_origins: str = ""
     cors_origins: str = ""
     ws_max_message_bytes: int = 64 * 1024
+    ws_max_pings_per_second: int = 10
     max_streams_per_user: int = 100
     append_rate: float = 0.0
     append_burst: int = 10_000
@@ -187,6 +310,20 @@ class Settings:
     auth_recheck_seconds: float = 2.0
     max_stream_starts_per_second: float = 0.0
     stream_start_burst: int = 200
+    live_buffer_bytes: int = 8 << 20
+    stream_buffer_bytes: int = 1 << 20
+    header_timeout_seconds: float = 5.0
+    request_timeout_seconds: float = 30.0
+    keepalive_timeout_seconds: float = 5.0
+    max_pipelined_requests: int = 16
+    max_request_head_bytes: int = 16 * 1024
+    max_request_headers: int = 100
+    write_high_water_bytes: int = 64 * 1024
+    max_connections_per_client: int = 256
+    unlimited_clients: str = "127.0.0.1,::1"
+    fd_reserve: int = 64
+    memory_trim_seconds: float = 10.0
+    http: str = "builtin"
     redact_patterns: str = "default"
     max_search_matches: int = 1_000
     log_format: str = "text"
@@ -199,6 +336,10 @@ class Settings:
     @property
     def origin_allowlist(self) -> frozenset[str]:
         return frozenset(o.strip() for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
+    def unlimited_client_set(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.unlimited_clients.split(",") if a.strip())
 
     @property
     def cors_allowlist(self) -> list[str]:
@@ -232,12 +373,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             parse_duration(settings.retention)
         except ValueError as exc:
             raise SystemExit(f"STREAMER_RETENTION: {exc}") from exc
-    if settings.sync not in ("normal", "full"):
-        raise SystemExit(f"STREAMER_SYNC must be normal or full, got {settings.sync!r}")
+    for setting in SETTINGS:
+        value = getattr(settings, setting.name)
+        if setting.choices and value not in setting.choices:
+            raise SystemExit(f"{setting.env} must be {' or '.join(setting.choices)}, got {value!r}")
     if any("*" in origin for origin in settings.cors_allowlist):
         raise SystemExit("STREAMER_CORS_ORIGINS must list exact origins; '*' is refused")
-    if settings.log_format not in ("text", "json"):
-        raise SystemExit(f"STREAMER_LOG_FORMAT must be text or json, got {settings.log_format!r}")
     try:
         parse_patterns(settings.redact_patterns)
     except re.error as exc:
@@ -250,6 +391,15 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "append_burst",
         "max_job_bytes",
         "stream_start_burst",
+        "live_buffer_bytes",
+        "stream_buffer_bytes",
+        "max_pipelined_requests",
+        "max_request_head_bytes",
+        "max_request_headers",
+        "write_high_water_bytes",
+        "ws_max_pings_per_second",
+        "ws_max_pings_per_second",
+        "max_connections_per_client",
         "max_search_matches",
     ):
         if getattr(settings, name) < 1:

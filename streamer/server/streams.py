@@ -9,13 +9,11 @@ deactivated user, on every node, and what the per-user stream limit counts.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..core.follow import Follow
+from ..core.follow import Follow, Outlet
 from ..core.hub import Hub
 from ..core.keys import Credential
 from ..core.limits import StreamSlots, StreamStartRate
@@ -47,6 +45,7 @@ class StreamRegistry:
         slots: StreamSlots,
         start_rate: StreamStartRate,
         page_size: int,
+        send_timeout: float,
     ) -> None:
         self.reader = reader
         self.keys = keys
@@ -54,8 +53,10 @@ class StreamRegistry:
         self.slots = slots
         self.start_rate = start_rate
         self.page_size = page_size
+        self.send_timeout = send_timeout
         self.open_streams: set[Follow] = set()
         self.credentials: dict[Follow, Credential] = {}
+        self.started: dict[Follow, float] = {}  # monotonic start time of each open stream
         self.totals = {transport: Totals() for transport in TRANSPORTS}
         self.replayed = 0  # events read from storage by streams that ended
 
@@ -65,15 +66,15 @@ class StreamRegistry:
         from_index: int,
         transport: str,
         credential: Credential,
+        outlet: Outlet,
         *,
         live: bool = True,
     ) -> Follow:
-        """A ``Follow`` of ``job`` from ``from_index``, counted against its user's limit
-        (``TooManyRequests`` past it) and tracked, before the response starts: a refusal
-        is still a 429, not a stream.
-
-        The caller must then run the stream inside ``registered()``, which releases it.
-        """
+        """Start a ``Follow`` of ``job`` from ``from_index`` into ``outlet``, counted
+        against its user's limit (``TooManyRequests`` past it, before anything is
+        sent: a refusal is still a 429, not a stream) and tracked until it ends,
+        however it ends: then its slot is released, its end logged with how long it
+        ran, what it sent and why it ended, and it is counted for /metrics."""
         self.slots.acquire(credential.user_id)
         stream = Follow(
             self.reader,
@@ -83,69 +84,59 @@ class StreamRegistry:
             live=live and not job.is_final,
             page_size=self.page_size,
             transport=transport,
+            send_timeout=self.send_timeout,
         )
         self.open_streams.add(stream)
         self.credentials[stream] = credential
-        return stream
-
-    @contextlib.contextmanager
-    def registered(self, stream: Follow) -> Iterator[Follow]:
-        """Track an open stream so shutdown (and revocation) can end it; release its
-        slot when it ends, however it ends; log its start and its end (with how long
-        it ran, what it sent and why it ended) and count it for /metrics."""
-        self.open_streams.add(stream)
-        credential = self.credentials.get(stream)
-        user_id = credential.user_id if credential is not None else None
-        key_id = credential.key_id if credential is not None else None
-        began = time.monotonic()
+        self.started[stream] = time.monotonic()
         if stream_log.isEnabledFor(logging.INFO):
             access_log.emit(
                 stream_log,
                 "stream_start",
-                f"stream start {stream.transport} job={stream.job_id} user={user_id} "
-                f"from={stream.next_index}",
+                f"stream start {transport} job={job.id} user={credential.user_id} "
+                f"from={from_index}",
+                job_id=job.id,
+                user_id=credential.user_id,
+                key_id=credential.key_id,
+                transport=transport,
+                from_index=from_index,
+            )
+        stream.on_end = self._ended
+        stream.start(outlet)
+        return stream
+
+    def _ended(self, stream: Follow) -> None:
+        self.open_streams.discard(stream)
+        began = self.started.pop(stream, time.monotonic())
+        credential = self.credentials.pop(stream, None)
+        if credential is not None:
+            self.slots.release(credential.user_id)
+        reason = stream.closed or "done"  # complete, or the stored events of a non-tailing read
+        totals = self.totals.setdefault(stream.transport, Totals())
+        totals.streams += 1
+        totals.events += stream.sent
+        totals.send_timeouts += reason == "send_timeout"
+        self.replayed += stream.replayed
+        if stream_log.isEnabledFor(logging.INFO):
+            user_id = credential.user_id if credential is not None else None
+            took = round(time.monotonic() - began, 3)
+            access_log.emit(
+                stream_log,
+                "stream_end",
+                f"stream end {stream.transport} job={stream.job_id} user={user_id} "
+                f"duration={took}s sent={stream.sent} replayed={stream.replayed} "
+                f"next={stream.next_index} complete={stream.complete} reason={reason}",
                 job_id=stream.job_id,
                 user_id=user_id,
-                key_id=key_id,
+                key_id=credential.key_id if credential is not None else None,
                 transport=stream.transport,
-                from_index=stream.next_index,
+                duration_s=took,
+                events_sent=stream.sent,
+                events_replayed=stream.replayed,
+                next_index=stream.next_index,
+                complete=stream.complete,
+                reason=reason,
             )
-        try:
-            yield stream
-        finally:
-            self.open_streams.discard(stream)
-            credential = self.credentials.pop(stream, None)
-            if credential is not None:
-                self.slots.release(credential.user_id)
-            # A live stream that ended neither complete nor closed for a reason was cut
-            # off under it (the text log's response is cancelled when its client leaves).
-            ended = stream.complete or not stream.live
-            reason = stream.closed or ("done" if ended else "disconnect")
-            stream.close(reason)
-            totals = self.totals.setdefault(stream.transport, Totals())
-            totals.streams += 1
-            totals.events += stream.sent
-            totals.send_timeouts += reason == "send_timeout"
-            self.replayed += stream.replayed
-            if stream_log.isEnabledFor(logging.INFO):
-                took = round(time.monotonic() - began, 3)
-                access_log.emit(
-                    stream_log,
-                    "stream_end",
-                    f"stream end {stream.transport} job={stream.job_id} user={user_id} "
-                    f"duration={took}s sent={stream.sent} replayed={stream.replayed} "
-                    f"next={stream.next_index} complete={stream.complete} reason={reason}",
-                    job_id=stream.job_id,
-                    user_id=user_id,
-                    key_id=key_id,
-                    transport=stream.transport,
-                    duration_s=took,
-                    events_sent=stream.sent,
-                    events_replayed=stream.replayed,
-                    next_index=stream.next_index,
-                    complete=stream.complete,
-                    reason=reason,
-                )
 
     def close_streams(self, reason: str) -> None:
         for stream in list(self.open_streams):

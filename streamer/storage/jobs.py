@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..core.errors import job_not_found
-from ..core.models import Event, Job, NewEvent
+from ..core.models import JOB_ID, Event, Job, NewEvent
 from ..core.redact import Rules
 from ..core.search import Found, Matcher
 from ..core.sections import Section
 from . import transactions as txn
 from .commands import Database
+from .guards import findable, position, storable
 from .rows import JOB_COLUMNS, SECTION_COLUMNS, event_from_row, job_from_row, section_from_row
 
 # Events whose search texts one query joins: a few MB read and scanned per step. The
@@ -20,6 +21,13 @@ from .rows import JOB_COLUMNS, SECTION_COLUMNS, event_from_row, job_from_row, se
 # (a page of common matches) reads little more than it needs.
 SEARCH_CHUNK = 65_536
 FIRST_CHUNK = 2_048
+
+
+def named(job_id: str) -> None:
+    """A string that cannot be a job id names no job: 404 before any database sees
+    it (PostgreSQL would refuse a NUL in it as an error, not as a missing job)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise job_not_found()
 
 
 class ReadWatcher(Protocol):
@@ -44,9 +52,11 @@ class Jobs:
         secrets: Sequence[str] = (),
         rules: Rules | None = None,
     ) -> Job:
+        storable("name", name)
         return await self.db.transact(txn.create_job(user_id, name, metadata, secrets, rules))
 
     async def get_job(self, user_id: int, job_id: str) -> Job:
+        named(job_id)
         rows = await self.db.point(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
         )
@@ -57,6 +67,8 @@ class Jobs:
     async def list_jobs(
         self, user_id: int, status: str | None, limit: int, cursor: tuple[str, str] | None
     ) -> list[Job]:
+        if not findable(status, *(cursor or ())):
+            return []
         where, params = ["user_id = ?"], [user_id]
         if status is not None:
             where.append("status = ?")
@@ -72,12 +84,16 @@ class Jobs:
         return [job_from_row(row) for row in rows]
 
     async def update_job(self, user_id: int, job_id: str, changes: dict[str, Any]) -> Job:
+        named(job_id)
+        for field, value in changes.items():
+            storable(field, value)
         return await self.db.transact(txn.update_job(user_id, job_id, changes), job_id)
 
     async def claim_job(self, user_id: int) -> Job | None:
         return await self.db.transact(txn.claim_job(user_id))
 
     async def delete_job(self, user_id: int, job_id: str) -> None:
+        named(job_id)
         await self.db.transact(txn.delete_job(user_id, job_id), job_id)
         if self.watcher is not None:
             self.watcher.forget(job_id)
@@ -98,11 +114,13 @@ class Jobs:
         byte_limit: int | None = None,
         rules: Rules | None = None,
     ) -> list[Event]:
+        named(job_id)
         return await self.db.transact(
             txn.append(user_id, job_id, events, expected_index, byte_limit, rules), job_id
         )
 
     async def job_bytes(self, user_id: int, job_id: str) -> int:
+        named(job_id)
         rows = await self.db.fetch(
             "SELECT byte_count FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
         )
@@ -120,7 +138,7 @@ class Jobs:
         """``read_events`` without telling the watcher (the watcher's own reads)."""
         rows = await self.db.fetch(
             "SELECT idx, type, line FROM events WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
-            (job_id, from_index, limit),
+            (job_id, position(from_index), position(limit)),
         )
         return [event_from_row(row) for row in rows]
 

@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from streamer.core.follow import Follow
+from streamer.core.follow import Follow, Inbox, batches
 from streamer.core.hub import Hub
 from streamer.core.models import Event, NewEvent, encode_events
 
@@ -60,7 +60,7 @@ class ScriptedLog:
 
 async def read_all(follow: Follow) -> list[int]:
     got: list[int] = []
-    async for batch in follow.batches():
+    async for batch in batches(follow):
         got += [e.index for e in batch]
     return got
 
@@ -73,7 +73,7 @@ async def settle() -> None:
 @pytest.mark.parametrize("seed", range(300))
 async def test_random_interleavings_deliver_each_index_once(seed: int) -> None:
     rng = random.Random(seed)
-    hub = Hub(buffer_limit=rng.choice([2, 8, 4096]))
+    hub = Hub(limit=rng.choice([2, 8, 4096]))
     log = ScriptedLog(hub)
     log.commit(rng.randint(0, 30))
     log.publish()
@@ -99,7 +99,7 @@ async def test_random_interleavings_deliver_each_index_once(seed: int) -> None:
 
 async def test_commits_between_subscribe_and_replay_are_not_lost() -> None:
     """Committed and published while the first read is in flight: in the buffer."""
-    hub = Hub(buffer_limit=100)
+    hub = Hub(limit=100)
     log = ScriptedLog(hub)
     log.commit(5)
     log.publish()
@@ -113,7 +113,7 @@ async def test_commits_between_subscribe_and_replay_are_not_lost() -> None:
 
 async def test_a_reader_that_ends_its_replay_before_the_publish_still_gets_the_commit() -> None:
     """Committed before the read, published after the reader went live: delivered once."""
-    hub = Hub(buffer_limit=100)
+    hub = Hub(limit=100)
     log = ScriptedLog(hub)
     log.commit(4)  # committed, not yet published
     follow = Follow(log, hub, "job", 2)
@@ -125,29 +125,40 @@ async def test_a_reader_that_ends_its_replay_before_the_publish_still_gets_the_c
     assert await asyncio.wait_for(reader, 5) == [2, 3, 4, 5]
 
 
-async def test_an_overflowing_buffer_falls_back_to_storage() -> None:
-    hub = Hub(buffer_limit=2)
+async def test_a_reader_that_stops_taking_falls_back_to_storage() -> None:
+    """While the reader takes nothing, the job's channel keeps only its bound; the
+    reader, once it reads again, gets the rest from storage, exactly."""
+    hub = Hub(limit=2)
     log = ScriptedLog(hub)
     follow = Follow(log, hub, "job", 0)
-    reader = asyncio.create_task(read_all(follow))
+    inbox = Inbox(max_bytes=1)  # not ready again until its reader takes what it has
+    follow.start(inbox)
     await settle()
+    assert follow.live
     for _ in range(10):
         log.commit(5)
-        log.publish()  # five events into a two-event buffer: lagged
+        log.publish()
+        await settle()
     log.commit(0, last=True)
     log.publish()
-    assert await asyncio.wait_for(reader, 5) == list(range(51))
-    assert hub.lag_events > 0
+    got: list[int] = []
+    async for item in inbox.items():
+        if isinstance(item, list):
+            got += [e.index for e in item]
+    assert got == list(range(51))
+    assert hub.lag_events > 0, "the reader never had to read storage"
 
 
 async def test_a_closed_follow_ends_and_says_why() -> None:
-    hub = Hub(buffer_limit=10)
+    hub = Hub(limit=10)
     log = ScriptedLog(hub)
     log.commit(3)
     log.publish()
     follow = Follow(log, hub, "job", 0)
     reader = asyncio.create_task(read_all(follow))
-    await settle()
+    async with asyncio.timeout(5):
+        while not follow.live:
+            await asyncio.sleep(0)
     follow.close("shutdown")
     assert await asyncio.wait_for(reader, 5) == [0, 1, 2]
     assert follow.closed == "shutdown" and hub.subscriber_count == 0

@@ -53,13 +53,13 @@ async def ws_reader(live_server: LiveServer, job: str, start: int) -> list[int]:
     return [e["index"] for e in events]
 
 
-@pytest.fixture(params=[True, False], ids=["direct-writes", "asgi-send"])
+@pytest.fixture(params=[True, False], ids=["lean", "asgi"])
 async def either_path_server(
     request: pytest.FixtureRequest, settings: Settings
 ) -> AsyncIterator[LiveServer]:
-    """A server whose live deliveries go straight to sockets (the default) or, with
-    the fast path off, all through the ASGI send path: both must be exact."""
-    async with serving(settings, direct_writes=request.param) as server:
+    """streamer's own server (the lean path: deliveries written from the hub's flush)
+    or uvicorn (every route through the framework, each write awaited): both exact."""
+    async with serving(settings, lean=request.param) as server:
         yield server
 
 
@@ -82,8 +82,8 @@ async def test_readers_joining_at_random_points_each_get_exactly_their_suffix(
     await asyncio.wait_for(producer, 60)
     for start, task in readers:
         assert_exact(await asyncio.wait_for(task, 60), start, TOTAL + 1)
-    direct = live_server.resources.hub.direct_events
-    assert (direct > 0) == live_server.direct_writes, f"{direct} direct deliveries"
+    hub = live_server.resources.hub
+    assert hub.flushes > 0 and hub.subscriber_count == 0, (hub.flushes, hub.subscriber_count)
 
 
 @pytest.mark.parametrize("boundary", ["after_subscribe", "after_replay"])
@@ -125,8 +125,8 @@ async def test_a_reader_whose_buffer_overflows_catches_up_from_storage(
     settings: Settings,
 ) -> None:
     """A tiny live buffer forces the lagged path: the reader still gets every event once."""
-    # Direct writes never buffer a reader that keeps up; this test is about the buffer.
-    server = LiveServer(settings.replace(subscriber_buffer=4), direct_writes=False)
+    # A job's channel keeps 4 events: every 25-event batch leaves its live readers behind.
+    server = LiveServer(settings.replace(subscriber_buffer=4), lean=False)
     await server.start()
     try:
         server.key = await server.new_user("owner")

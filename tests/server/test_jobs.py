@@ -10,12 +10,11 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import websockets
 
 from streamer.core import keys
 from streamer.core.models import STATUSES
 
-from ..support.clients import ws_collect
+from ..support.clients import ws_collect, ws_refused
 from ..support.live import LiveServer
 from ..support.rest_helpers import JOBS, assert_problem, module_server, with_fresh_user
 
@@ -369,9 +368,7 @@ async def test_delete_removes_the_job_and_its_events_everywhere(live_server: Liv
         r = await client.request(method, f"{JOBS}/{job}{path}", json=body)
         assert_problem(r, 404)
         assert r.content == expected, (method, path)
-    with pytest.raises(websockets.ConnectionClosedError) as closed:
-        async with live_server.ws(job) as ws:
-            await ws.recv()
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
+    status, problem = await ws_refused(live_server.ws_url, job, live_server.key, {})
+    assert status == 404 and problem == r.json()
     assert job not in [j["id"] for j in (await client.get(JOBS)).json()["jobs"]]
     assert await live_server.resources.storage.jobs.read_events(job, 0, 100) == []

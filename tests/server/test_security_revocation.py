@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 
 from streamer.core import keys
 from streamer.server.settings import Settings
 
-from ..support.clients import ws_events
+from ..support.clients import ws_events, ws_refused
 from ..support.live import LiveServer
 from ..support.postgres import pg_database
 from ..support.rest_helpers import JOBS, assert_problem
@@ -133,15 +132,12 @@ async def mint(server: LiveServer, key: str, job: str) -> str:
 
 
 async def refused_everywhere(server: LiveServer, job: str, key: str, token: str) -> None:
-    """The key is a 401 on REST and SSE and 4401 on the WebSocket; so is its token."""
+    """The key is a 401 on REST, SSE and the WebSocket handshake; so is its token."""
     assert_problem(await server.client(key).get(JOBS), 401)
     assert await raw_status(server.port, f"/api/v1/jobs/{job}/events/stream", key) == 401
     assert await raw_status(server.port, f"/api/v1/jobs/{job}/events/stream?token={token}") == 401
     for credentials in ({"key": key, "params": {}}, {"key": "", "params": {"token": token}}):
-        async with ws_events(server.ws_url, job, **credentials) as ws:
-            with pytest.raises(websockets.ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), 10)
-        assert ws.close_code == 4401
+        assert (await ws_refused(server.ws_url, job, **credentials))[0] == 401
 
 
 async def test_revoking_a_key_closes_its_streams_within_5_s(live_server: LiveServer) -> None:

@@ -11,7 +11,7 @@ import websockets
 
 from streamer.server.settings import Settings
 
-from ..support.clients import parse_sse, ws_collect
+from ..support.clients import parse_sse, ws_collect, ws_refused
 from ..support.live import LiveServer
 
 
@@ -196,29 +196,26 @@ async def test_ws_frames_hold_newline_separated_events_and_close_1000(
 
 
 @pytest.mark.parametrize(
-    ("params", "code"),
-    [({"from_index": "-1"}, 1008), ({"from_index": "9"}, 1008), ({"tail": "x"}, 1008)],
+    ("params", "status", "field"),
+    [
+        ({"from_index": "-1"}, 400, "from_index"),
+        ({"from_index": "9"}, 416, "from_index"),
+        ({"tail": "x"}, 400, "tail"),
+    ],
 )
-async def test_ws_bad_cursor_closes_with_policy_code(
-    live_server: LiveServer, params: dict[str, str], code: int
+async def test_ws_bad_cursor_is_refused_at_the_handshake_naming_the_field(
+    live_server: LiveServer, params: dict[str, str], status: int, field: str
 ) -> None:
     job = await job_with(live_server, 3)
-    async with live_server.ws(job, **params) as ws:
-        with pytest.raises(websockets.ConnectionClosed):
-            await ws.recv()
-        assert ws.close_code == code
+    got, problem = await ws_refused(live_server.ws_url, job, live_server.key, params)
+    assert (got, problem["status"], problem["field"]) == (status, status, field)
 
 
-async def test_ws_missing_job_and_bad_key_close_4404_and_4401(live_server: LiveServer) -> None:
-    async with live_server.ws("nope") as ws:
-        with pytest.raises(websockets.ConnectionClosed):
-            await ws.recv()
-        assert ws.close_code == 4404
+async def test_ws_missing_job_and_bad_key_are_refused_404_and_401(live_server: LiveServer) -> None:
+    status, problem = await ws_refused(live_server.ws_url, "nope", live_server.key, {})
+    assert status == problem["status"] == 404
     job = await job_with(live_server, 1)
-    async with live_server.ws(job, key="stk_bad") as ws:
-        with pytest.raises(websockets.ConnectionClosed):
-            await ws.recv()
-        assert ws.close_code == 4401
+    assert (await ws_refused(live_server.ws_url, job, "stk_bad", {}))[0] == 401
 
 
 async def test_ws_past_complete_closes_1000_at_once(live_server: LiveServer) -> None:

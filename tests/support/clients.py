@@ -125,6 +125,16 @@ def ws_events(base: str, job_id: str, key: str, params: dict[str, Any]) -> Any:
     )
 
 
+async def ws_refused(base: str, job_id: str, key: str, params: dict[str, Any]) -> tuple[int, Any]:
+    """A WebSocket handshake the server must refuse: its HTTP status and JSON body."""
+    try:
+        async with ws_events(base, job_id, key, params):
+            pass
+    except websockets.InvalidStatus as refused:
+        return refused.response.status_code, json.loads(refused.response.body or b"null")
+    raise AssertionError("the handshake was accepted")
+
+
 async def ws_collect(connection: Any, limit: int | None = None) -> list[dict[str, Any]]:
     """Event JSON from text frames until the server closes (or ``limit`` events)."""
     out: list[dict[str, Any]] = []

@@ -21,7 +21,7 @@ from streamer.core import keys
 from streamer.core.models import Event
 from streamer.core.ports import Identity, Jobs, OnCommit, Storage
 from streamer.server.resources import Resources
-from streamer.server.run import StreamerServer, build_server
+from streamer.server.run import BuiltinServer, StreamerServer, build_server
 from streamer.server.settings import Settings
 from streamer.storage import open_storage
 
@@ -111,10 +111,10 @@ class LiveServer:
     hooks: ReadHooks = field(default_factory=ReadHooks)
     port: int = 0
     key: str = ""
-    server: StreamerServer | None = None
+    server: BuiltinServer | StreamerServer | None = None
     task: asyncio.Task[None] | None = None
     clients: list[httpx.AsyncClient] = field(default_factory=list)
-    direct_writes: bool = True  # False: every delivery through the ASGI send path
+    lean: bool = True  # False: uvicorn, every route through the framework (the ASGI path)
 
     @property
     def url(self) -> str:
@@ -135,15 +135,14 @@ class LiveServer:
         sock = free_socket(self.port)
         self.port = sock.getsockname()[1]
         self.settings = self.settings.replace(port=self.port)
-        settings = self.settings
+        settings = self.settings.replace(shutdown_seconds=min(5.0, self.settings.shutdown_seconds))
         storage = open_storage(settings.db_url, sync=settings.sync)
         self.server = build_server(
             settings,
             storage=PausingStorage(storage, self.hooks),
             log_level="warning",
-            direct_writes=self.direct_writes,
+            lean=self.lean,
         )
-        self.server.config.timeout_graceful_shutdown = 5
         self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
         while not self.server.started:
             if self.task.done():

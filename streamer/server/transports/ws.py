@@ -1,49 +1,64 @@
 """WebSocket over ``follow()``: text frames of newline-separated event JSON.
 
-Errors after the handshake are close codes (4401, 4404, 1008 ...) from the error
-classes, so a client sees the same verdicts as over HTTP. The handshake is refused
-outright (HTTP 403) when a browser's ``Origin`` is not allowed: a page on another
-site must not read logs with the victim's credentials (cross-site WebSocket
-hijacking), and neither Starlette nor uvicorn checks this for us.
+Everything that can be refused is refused during the handshake, with the HTTP
+status and problem+json the REST routes give (403 for a browser ``Origin`` that is
+not allowed, 401, 404, 416, 429, 503), before any frame is exchanged: a page on
+another site must not read logs with the victim's credentials (cross-site
+WebSocket hijacking), and an unauthenticated client gets no open socket to flood.
+After the handshake, the stream's end is a close code: 1000 after ``complete``,
+1012 on shutdown, 4404 when the job is deleted, 4401 when the key is revoked, 1008
+for a reader that stopped reading, 1011 when storage failed.
 
-Clients have nothing to say, so a message larger than ``ws_max_message_bytes`` is
-closed with 1009 (uvicorn's ``ws_max_size`` stops larger frames before they are
-read into memory). A revoked key or deactivated user closes with 4401; one stream
-too many for the user with 1013 (try again later).
+Clients have nothing to say: a message larger than ``ws_max_message_bytes`` is
+closed with 1009 before it is read into memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, MutableMapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ...core.errors import StreamerError
-from ..fastpath.frames import ws_text
-from ..fastpath.sinks import direct_for
+from ...core.errors import Forbidden, StreamerError
+from ...core.follow import Follow, Inbox
+from ...core.models import Event
+from ..http.protocol import HTTPProtocol
 from ..openapi import Operation
-from ..requests import stream_start
+from ..requests import StreamStart, problem, stream_start
 from ..resources import resources
+from . import frames
+from .streaming import answer, lean
 
 DOC = Operation(
     "WebSocket (upgrade): text frames of newline-separated event JSON, from from_index, live",
-    (101, 400, 403, 404),
+    (101, 400, 403, 404, 416, 429),
     ("job_id", "from_index", "tail", "token"),
     streaming=True,
 )
 log = logging.getLogger("streamer")
-CLOSE_REASONS = {"shutdown": 1012, "deleted": 4404, "revoked": 4401, "too_big": 1009}
-CLOSE_TEXT = {
-    "shutdown": "server restarting: resume from the next index",
-    "deleted": "job deleted",
-    "revoked": "API key revoked or user deactivated",
-    "too_big": "message too big",
+CLOSES = {
+    "shutdown": (1012, "server restarting: resume from the next index"),
+    "deleted": (4404, "job deleted"),
+    "revoked": (4401, "API key revoked or user deactivated"),
+    "too_big": (1009, "message too big"),
+    "send_timeout": (1008, "send timeout: resume from the last index"),
+    "storage_error": (1011, "storage unavailable: resume later"),
 }
 
 
-def origin_allowed(websocket: WebSocket) -> bool:
+def close_for(follow: Follow) -> tuple[int, str] | None:
+    """The close code and reason a stream ends with (None: the client left)."""
+    if follow.complete:
+        return 1000, ""
+    return CLOSES.get(follow.closed or "")
+
+
+def origin_allowed(conn: HTTPConnection) -> bool:
     """No ``Origin`` (not a browser), an origin on the allowlist, or exactly the
     service's own: same scheme (ws -> http, wss -> https) and same host and port.
 
@@ -51,13 +66,13 @@ def origin_allowed(websocket: WebSocket) -> bool:
     ``https`` page on an ``http`` service are all refused. Behind a TLS-terminating
     proxy, list the public origin in ``STREAMER_ALLOWED_ORIGINS``.
     """
-    origin = websocket.headers.get("origin")
+    origin = conn.headers.get("origin")
     if origin is None:
         return True  # not a browser: browsers always send Origin on WebSockets
-    if origin in resources(websocket).settings.origin_allowlist:
+    if origin in resources(conn).settings.origin_allowlist:
         return True
-    own_scheme = "https" if websocket.url.scheme == "wss" else "http"
-    own_host = websocket.headers.get("host", "").lower()
+    own_scheme = "https" if conn.url.scheme == "wss" else "http"
+    own_host = conn.headers.get("host", "").lower()
     try:
         parts = urlsplit(origin)
     except ValueError:
@@ -70,20 +85,96 @@ def origin_allowed(websocket: WebSocket) -> bool:
     )
 
 
-async def events_ws(websocket: WebSocket) -> None:
-    if not origin_allowed(websocket):
-        await websocket.close(1008)  # before accept: uvicorn answers 403
+async def handshake(conn: HTTPConnection) -> StreamStart:
+    """Everything checked before a WebSocket is accepted (raises the refusal)."""
+    if not origin_allowed(conn):
+        raise Forbidden(
+            "this origin may not open WebSockets (STREAMER_ALLOWED_ORIGINS)", field="Origin"
+        )
+    return await stream_start(conn)
+
+
+# the lean path ---------------------------------------------------------------------------
+
+
+class WebSocketOutlet:
+    """An accepted WebSocket on the lean server, written from the hub's flush."""
+
+    __slots__ = ("conn", "on_ready")
+
+    def __init__(self, conn: HTTPProtocol) -> None:
+        self.conn = conn
+        self.on_ready: Callable[[], None] | None = None
+        conn.on_drain.append(self._drained)
+
+    def ready(self) -> bool:
+        ws = self.conn.websocket
+        return ws is not None and ws.writable
+
+    def send(self, events: Sequence[Event]) -> None:
+        ws = self.conn.websocket
+        if ws is not None:
+            ws.send(frames.ws_frame(events))
+
+    def keepalive(self, next_index: int) -> None:
+        """Nothing: the server pings every WebSocket."""
+
+    def finish(self, follow: Follow) -> None:
+        ws, closing = self.conn.websocket, close_for(follow)
+        if ws is not None and closing is not None:
+            ws.close(*closing)
+
+    async def drain(self) -> None:
+        await self.conn.drain()
+
+    def _drained(self) -> None:
+        if self.on_ready is not None:
+            self.on_ready()
+
+
+async def events_ws_lean(scope: MutableMapping[str, Any], conn: HTTPProtocol) -> None:
+    """The lean path's handshake and stream; a refusal is an HTTP problem answer."""
+    request = HTTPConnection(scope)
+    try:
+        job, from_index, credential = await handshake(request)
+        follow = None
+        if from_index is not None:
+            follow = resources(request).streams.open(
+                job, from_index, "ws", credential, WebSocketOutlet(conn)
+            )
+    except StreamerError as exc:
+        context = lean(scope)
+        if conn.active is not None:
+            conn.active.keep_alive = False  # an upgrade refused: the connection ends
+        answer(conn, problem(exc), context.headers if context is not None else [])
         return
-    await websocket.accept()
+    ws = conn.accept_websocket([])
+    if follow is None:
+        ws.close(1000, "job complete")
+        return
+    ws.on_close = lambda code: follow.close("disconnect")
+
+
+# the ASGI path ---------------------------------------------------------------------------
+
+
+async def events_ws(websocket: WebSocket) -> None:
     res = resources(websocket)
     try:
-        job, from_index, credential = await stream_start(websocket)
-        if from_index is None:
-            await websocket.close(1000, reason="job complete")
-            return
-        follow = res.streams.open(job, from_index, "ws", credential)
+        job, from_index, credential = await handshake(websocket)
+        inbox = Inbox(res.settings.stream_buffer_bytes)
+        follow = None
+        if from_index is not None:
+            follow = res.streams.open(job, from_index, "ws", credential, inbox)
     except StreamerError as exc:
-        await websocket.close(exc.ws_code, reason=exc.detail[:120])
+        try:
+            await websocket.send_denial_response(problem(exc))
+        except RuntimeError:  # the server cannot answer a handshake with a response
+            await websocket.close(exc.ws_code)
+        return
+    await websocket.accept()
+    if follow is None:
+        await websocket.close(1000, reason="job complete")
         return
     limit = res.settings.ws_max_message_bytes
 
@@ -103,34 +194,27 @@ async def events_ws(websocket: WebSocket) -> None:
 
     watcher = asyncio.create_task(watch_disconnect())
     timeout = res.settings.send_timeout_seconds
-    direct = follow.direct = direct_for(websocket.scope, "ws")
-    with res.streams.registered(follow):
-        try:
-            async for batch in follow.batches():
-                if batch and (direct is None or not direct.send_events(batch)):
-                    async with asyncio.timeout(timeout):
-                        await websocket.send_text(ws_text(batch))
-            reason = "" if follow.complete else follow.closed or ""
-            code = 1000 if follow.complete else CLOSE_REASONS.get(reason, 0)
-            if code:
-                await websocket.close(code, CLOSE_TEXT.get(reason, ""))
-        except TimeoutError:
-            follow.close("send_timeout")
-            await _close_quietly(websocket, 1008, "send timeout: resume from the last index")
-        except StreamerError as exc:  # storage failed mid-stream (database down, pool dry)
-            log.warning("ending a WebSocket stream of job %s: %s", follow.job_id, exc.detail)
-            follow.close("storage_error")
-            await _close_quietly(websocket, exc.ws_code, "storage unavailable: resume later")
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            pass
-        finally:
-            watcher.cancel()
+    try:
+        async for item in inbox.items():
+            if isinstance(item, list):
+                async with asyncio.timeout(timeout):
+                    await websocket.send_text(frames.ws_payload(item).decode())
+    except TimeoutError:
+        follow.close("send_timeout")
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        follow.close("disconnect")
+    finally:
+        watcher.cancel()
+        follow.close("disconnect")  # a no-op when it has ended
+    closing = close_for(follow)
+    if closing is not None:
+        await _close_quietly(websocket, *closing)
 
 
 async def _close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
     """Best effort, bounded: a peer that stopped reading cannot take the close frame
     either, and its stream's memory must be released now, not after the close
-    handshake times out (the websockets library aborts the connection later)."""
+    handshake times out."""
     try:
         async with asyncio.timeout(1.0):
             await websocket.close(code, reason)

@@ -1,1 +1,0 @@
-"""Writing pre-framed events straight to sockets, past the ASGI ``send`` chain."""
