@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -138,15 +139,17 @@ async def run(lines: int, live: int) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(db=f"{tmp}/bench.db", port=0)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        settings = Settings(db=f"{tmp}/bench.db", port=port)
         server = build_server(settings, log_level="warning")
-        task = asyncio.create_task(server.serve())
-        # uvicorn offers only this flag; the lifespan (opening SQLite) takes milliseconds.
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        # The servers offer only this flag; the lifespan (opening SQLite) takes milliseconds.
         while not server.started:  # noqa: ASYNC110
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://127.0.0.1:{port}"
         try:
             _, key = await keys.create_user_with_key(

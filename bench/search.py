@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import re
+import socket
 import statistics
 import sys
 import tempfile
@@ -89,14 +90,16 @@ async def fill(storage: Any, user: int, job: str, lines: int) -> float:
 
 async def run(lines: int, db: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(db=db or f"{tmp}/bench.db", port=0)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        settings = Settings(db=db or f"{tmp}/bench.db", port=port)
         server = build_server(settings, log_level="warning")
-        task = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers only this flag
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:  # noqa: ASYNC110 - the servers offer only this flag
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
         try:
             storage = server.app.state.resources.storage
             user, key = await keys.create_user_with_key(
