@@ -230,9 +230,12 @@ async def measure(
     t = time.perf_counter()
     await page.fill("#search-q", "warning")
     await page.wait_for_function(
-        "() => streamerSearch.query === 'warning' && streamerSearch.total > 0"
-        " && document.querySelector('mark.current')",
+        "() => streamerSearch.query === 'warning' && document.querySelector('mark.current')",
         timeout=300_000,
+    )
+    out["search_first_match_s"] = round(time.perf_counter() - t, 2)
+    await page.wait_for_function(
+        "() => streamerSearch.query === 'warning' && streamerSearch.counted", timeout=300_000
     )
     out["search_count_s"] = round(time.perf_counter() - t, 2)
     await page.wait_for_function(

@@ -15,8 +15,9 @@ between matches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import re2  # type: ignore[import-untyped]
 
@@ -79,8 +80,9 @@ class Matcher:
     """A compiled query, applied to joined event texts (``scan``) or one event's data
     (``matches``, for readers following new events)."""
 
-    def __init__(self, pattern: object) -> None:
+    def __init__(self, pattern: Any) -> None:
         self.pattern = pattern
+        self.search = _span_search(pattern)
 
     def matches(self, data: str | None) -> bool:
         """Whether any line of one event's data matches (as ``scan`` would find it)."""
@@ -90,13 +92,13 @@ class Matcher:
 
     def _next_line(self, chunk: bytes, pos: int) -> tuple[int, int] | None:
         """(start, end) of the next non-empty line at or after ``pos`` that matches."""
-        search = self.pattern.search  # type: ignore[attr-defined]
+        search = self.search
         size = len(chunk)
         while pos <= size:
-            m = search(chunk, pos)
-            if m is None:
+            span = search(chunk, pos, size)
+            if span is None:
                 return None
-            start, stop = m.span()
+            start, stop = span
             line_start = chunk.rfind(b"\n", 0, start) + 1
             line_end = chunk.find(b"\n", max(stop, line_start))
             if line_end < 0:
@@ -161,6 +163,32 @@ class Matcher:
             text = chunk[begin:end].decode("utf-8", "replace")[:MAX_TEXT]
             found.append(Found(index, line, text))
         return found, None
+
+
+def _span_search(pattern: Any) -> Callable[[bytes, int, int], tuple[int, int] | None]:
+    """``search(chunk, pos, size)``: the span of the next match, or None.
+
+    A count over a million lines makes one call per match, and the RE2 binding's own
+    ``search`` (a generator and a match object per call) costs more than the match; its
+    compiled program answers the same question directly. Where a release of the
+    binding does not have it (or ``pattern`` is not RE2's), the public ``search``.
+    """
+    raw = getattr(pattern, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    if raw is not None and anchor is not None and hasattr(raw, "Match"):
+        match = raw.Match
+
+        def direct(chunk: bytes, pos: int, size: int) -> tuple[int, int] | None:
+            start, stop = match(anchor, chunk, pos, size)[0]
+            return None if start < 0 else (start, stop)
+
+        return direct
+
+    def public(chunk: bytes, pos: int, size: int) -> tuple[int, int] | None:
+        m = pattern.search(chunk, pos)
+        return None if m is None else (m.start(), m.end())
+
+    return public
 
 
 def joined(texts: list[bytes]) -> bytes:

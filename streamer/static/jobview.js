@@ -290,7 +290,10 @@ function wireSearch(search, view, folds) {
     if (!search.query) count.textContent = "";
     else if (search.error) count.textContent = `search failed: ${search.error}`;
     else if (!search.total) count.textContent = search.done ? "no matches" : "searching…";
-    else count.textContent = `${(search.current + 1).toLocaleString("en-US")} of ${search.total.toLocaleString("en-US")}`;
+    else {
+      const total = `${search.total.toLocaleString("en-US")}${search.counted ? "" : "+"}`;
+      count.textContent = `${(search.current + 1).toLocaleString("en-US")} of ${total}`;
+    }
   };
   search.onreveal = (m) => {
     folds.reveal(m.index, m.line);

@@ -1,8 +1,8 @@
 // Search through the server: the page never downloads the log to search it.
 //
-// A query asks GET /search for the first page of matches and the total count (the
-// server scans the whole stored log), then fetches the positions of the rest a page
-// at a time in the background, so next/previous walk every match in the log. Lines
+// A query asks GET /search for the first page of matches and, beside it, for the
+// total count (the server scans the whole stored log), then fetches the positions of
+// the rest a page at a time in the background, so next/previous walk every match. Lines
 // that arrive afterwards are matched here as they are appended (the same text: the
 // line without escapes). Highlights inside a row are computed from its own text.
 
@@ -19,6 +19,7 @@ export class LogSearch {
     this.caseSensitive = false;
     this.matches = []; // [{index, line}] in log order
     this.total = 0;
+    this.counted = false; // total is the server's count, not only the matches seen so far
     this.current = -1;
     this.next = 0; // the next event index the server has not searched for this query
     this.done = true;
@@ -44,8 +45,20 @@ export class LogSearch {
     this.gen++;
     this.onupdate();
     if (!query || (regex && !this.pattern)) return;
+    this.counted = false;
+    // The count scans the whole log: asked for beside the first page, which comes back
+    // as soon as it is full, so the first match shows before the count does.
+    const counting = searchApi(this.model.jobId, {
+      q: query, regex, caseSensitive, fromIndex: 0, limit: 1, count: true,
+    }).then((page) => {
+      if (run !== this.runs) return;
+      this.total = Math.max(page.total, this.matches.length);
+      this.counted = true;
+      this.onupdate();
+    }, () => {});
     try {
       await this.fetch(run, true);
+      await counting; // the rest of the positions after the count: they would slow it
       while (run === this.runs && !this.done) await this.fetch(run, false);
     } catch (err) {
       if (run === this.runs) { this.error = err.message; this.done = true; this.onupdate(); }
@@ -65,11 +78,11 @@ export class LogSearch {
     const limit = first ? 200 : PAGE;
     const page = await searchApi(this.model.jobId, {
       q: this.query, regex: this.regex, caseSensitive: this.caseSensitive,
-      fromIndex: this.next, limit, count: first,
+      fromIndex: this.next, limit, count: false,
     });
     if (run !== this.runs) return;
-    if (first) this.total = page.total;
     this.matches.push(...page.matches);
+    if (!this.counted) this.total = this.matches.length;
     const before = this.next;
     this.next = page.next_index;
     this.done = page.next_index >= this.model.count || page.matches.length === 0 || page.next_index === before;

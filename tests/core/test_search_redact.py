@@ -14,7 +14,7 @@ import pytest
 from streamer.core import redact
 from streamer.core.errors import BadRequest
 from streamer.core.models import NewEvent
-from streamer.core.search import Found, Query, joined
+from streamer.core.search import Found, Matcher, Query, joined
 from streamer.core.text import plain_text, search_text
 
 WORDS = ["error", "Error", "ERROR", "warn", "ok", "build", "täst", "naïve", "x", "42", "a.b"]
@@ -102,6 +102,18 @@ def test_search_matches_a_plain_python_reference_on_noisy_logs(seed: int) -> Non
             if per_event[found[0]] <= limit:
                 paged.append(found)
         assert scan_all(events, query, limit) == paged, query
+
+
+def test_the_scan_is_the_same_through_the_bindings_public_search() -> None:
+    """Matcher uses RE2's compiled program directly where the binding has it; any
+    pattern with only a public ``search`` (here Python's own) finds the same lines."""
+    rng = random.Random(99)
+    texts = [search_text(d) for d in random_log(rng, 300)]
+    fast = Query("error").compile()
+    public = Matcher(re.compile(rb"(?i)error"))
+    assert fast.search is not public.search
+    assert fast.scan(joined(texts), 0, 10_000) == public.scan(joined(texts), 0, 10_000)
+    assert fast.count(joined(texts), 0) == public.count(joined(texts), 0) > 0
 
 
 def test_a_word_split_by_a_colour_change_still_matches() -> None:
