@@ -60,13 +60,15 @@ QUERIES: list[tuple[str, dict[str, str], Any]] = [
 
 
 def last_client_scan() -> dict[str, Any] | None:
-    """The dashboard's own whole-log scan, as ``bench.dashboard`` last measured it."""
+    """The dashboard's own whole-log scan (before search moved to the server), as
+    ``bench.dashboard`` last measured it."""
     if not DASHBOARD.exists():
         return None
     found = None
     for text in DASHBOARD.read_text().splitlines():
         row = json.loads(text)
-        if "search_s" in row:
+        # Rows from after search moved to the server time that instead (search_count_s).
+        if "search_s" in row and "search_count_s" not in row:
             found = {
                 "search_s": row["search_s"],
                 "matches": row.get("search_matches"),
