@@ -132,6 +132,7 @@ def append(
     expected_index: int | None = None,
     byte_limit: int | None = None,
     redactor: Redactor | None = None,
+    section_limit: int | None = None,
 ) -> Appended:
     """Store ``events`` at the job's next indexes: the checks, then ``_record``."""
     job = state.job
@@ -142,7 +143,7 @@ def append(
             f"expected_index is {expected_index} but the next index is {job.event_count}",
             next_index=job.event_count,
         )
-    return _record(state, events, now, byte_limit, redactor)
+    return _record(state, events, now, byte_limit, redactor, section_limit)
 
 
 def change(state: JobState, changes: dict[str, Any], now: str) -> Appended | None:
@@ -178,6 +179,7 @@ def _record(
     now: str,
     byte_limit: int | None,
     redactor: Redactor | None,
+    section_limit: int | None = None,
 ) -> Appended:
     """Redact, encode ``events`` at the job's next indexes, index them, and move the
     job past them."""
@@ -191,7 +193,7 @@ def _record(
         stored = encode_events(events, job.event_count, timestamp)
     except orjson.JSONEncodeError as exc:  # a lone surrogate: not text any store can hold
         raise Unprocessable("an event's data is not valid text", field="events") from exc
-    lines, text, changed = _index(state, events, stored, timestamp)
+    lines, text, changed = _index(state, events, stored, timestamp, section_limit)
     size = sum([len(e.line) for e in stored])
     check_job_bytes(state.byte_count, size, events, byte_limit)
     final = events[-1]
@@ -211,7 +213,11 @@ def _record(
 
 
 def _index(
-    state: JobState, events: Sequence[NewEvent], stored: list[Event], timestamp: str
+    state: JobState,
+    events: Sequence[NewEvent],
+    stored: list[Event],
+    timestamp: str,
+    section_limit: int | None,
 ) -> tuple[list[int], bytes, list[sections.Section]]:
     """Line numbers and the search text of ``stored``, and the sections they change.
 
@@ -251,7 +257,7 @@ def _index(
         sections.Incoming(e.index, e.type, n.data, line, timestamp)
         for e, n, line in zip(stored, events, lines, strict=True)
     ]
-    fed, state.carry = sections.feed(parsed, state.carry, incoming)
+    fed, state.carry = sections.feed(parsed, state.carry, incoming, section_limit)
     state.sections = parsed.dump()
     for position, change in fed.changes.items():
         event, source = stored[position], events[position]

@@ -170,8 +170,10 @@ class Jobs(EventReader, Protocol):
         *,
         byte_limit: int | None = None,
         rules: Rules | None = None,
+        section_limit: int | None = None,
     ) -> list[Event]:
-        """``journal.append`` in one transaction; see guarantees 1-4, 7 and 9."""
+        """``journal.append`` in one transaction; see guarantees 1-4, 7, 9 and 10
+        (``section_limit``: the most sections a job's index holds)."""
 
     async def job_bytes(self, user_id: int, job_id: str) -> int:
         """The job's ``byte_count`` (``NotFound`` like ``get_job``)."""

@@ -171,9 +171,10 @@ def carry_after(carry: str, data: str) -> str:
 
 
 class _Parser:
-    def __init__(self, state: State, carry: str) -> None:
+    def __init__(self, state: State, carry: str, limit: int | None = None) -> None:
         self.state = state
         self.carry = carry
+        self.limit = limit
         self.changes: dict[int, Change] = {}
         self.touched: dict[int, Section] = {}
         self.position = 0
@@ -187,6 +188,8 @@ class _Parser:
     def open(
         self, kind: str, name: str, title: str, at: tuple[int, int], ts: str, collapsed: bool
     ) -> None:
+        if self.limit is not None and self.state.next_id >= self.limit:
+            return
         section = Section(
             self.state.next_id,
             kind,
@@ -292,13 +295,17 @@ class _Parser:
         self.carry = carry_after(self.carry, data)
 
 
-def feed(state: State, carry: str, events: Sequence[Incoming]) -> tuple[Fed, str]:
+def feed(
+    state: State, carry: str, events: Sequence[Incoming], limit: int | None = None
+) -> tuple[Fed, str]:
     """Run ``events`` through the parser: the changes and the new carry.
 
     ``state`` is changed in place. A ``complete`` event closes every open section at
-    its own index and on the log's last line.
+    its own index and on the log's last line. Once a job has ``limit`` sections, no
+    more open (their markers stay plain lines): the index, and what ``GET
+    /sections`` returns, stay bounded whatever a producer prints.
     """
-    parser = _Parser(state, carry)
+    parser = _Parser(state, carry, limit)
     for position, event in enumerate(events):
         parser.position = position
         parser.event(event)

@@ -140,6 +140,7 @@ async def append_events(request: Request) -> Response:
         expected,
         byte_limit=settings.max_job_bytes,
         rules=res.redaction or await res.rules(),
+        section_limit=settings.max_job_sections,
     )
     res.append_latency.observe(time.perf_counter() - began)  # acknowledged: committed
     return json_response({"first_index": stored[0].index, "last_index": stored[-1].index}, 201)

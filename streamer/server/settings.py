@@ -175,6 +175,11 @@ SETTINGS: tuple[Setting, ...] = (
         "JWTs, bearer tokens, private keys), 'none' for none",
     ),
     Setting(
+        "max_job_sections",
+        10_000,
+        "sections one job's index holds (GET /jobs/{id}/sections); later markers stay plain lines",
+    ),
+    Setting(
         "max_search_matches",
         1_000,
         "most matches one page of GET /jobs/{id}/search returns (its limit's cap)",
@@ -325,6 +330,7 @@ class Settings:
     memory_trim_seconds: float = 10.0
     http: str = "builtin"
     redact_patterns: str = "default"
+    max_job_sections: int = 10_000
     max_search_matches: int = 1_000
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -401,6 +407,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "ws_max_pings_per_second",
         "max_connections_per_client",
         "max_search_matches",
+        "max_job_sections",
     ):
         if getattr(settings, name) < 1:
             raise SystemExit(f"STREAMER_{name.upper()} must be at least 1")

@@ -57,7 +57,10 @@ export async function showJob(id) {
 
   const sectionList = $("section-list");
   const jumpTo = (s) => { folds.reveal(s.start_index, s.start_line); view.reveal(s.start_index, s.start_line); };
-  const refreshList = () => renderSectionList(sectionList, model, folds, jumpTo);
+  let listed = 0; // one rebuild of the list per frame, however many sections change
+  const refreshList = () => {
+    if (!listed) listed = requestAnimationFrame(() => { listed = 0; renderSectionList(sectionList, model, folds, jumpTo); });
+  };
   folds.onchange = () => { view.schedule(); refreshList(); };
   model.onsections = () => { folds.changed(); };
   model.onchange = () => view.schedule();

@@ -113,10 +113,12 @@ class Jobs:
         *,
         byte_limit: int | None = None,
         rules: Rules | None = None,
+        section_limit: int | None = None,
     ) -> list[Event]:
         named(job_id)
         return await self.db.transact(
-            txn.append(user_id, job_id, events, expected_index, byte_limit, rules), job_id
+            txn.append(user_id, job_id, events, expected_index, byte_limit, rules, section_limit),
+            job_id,
         )
 
     async def job_bytes(self, user_id: int, job_id: str) -> int:

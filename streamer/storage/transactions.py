@@ -108,6 +108,7 @@ def append(
     expected_index: int | None,
     byte_limit: int | None,
     rules: Rules | None = None,
+    section_limit: int | None = None,
 ) -> Transaction[list[Event]]:
     state = yield LoadJob(user_id, job_id)
     sealed = state.secrets
@@ -118,6 +119,7 @@ def append(
         expected_index=expected_index,
         byte_limit=byte_limit,
         redactor=None if rules is None else rules.for_job(sealed),
+        section_limit=section_limit,
     )
     yield from _save(state, appended)
     if rules is not None and state.secrets is None:

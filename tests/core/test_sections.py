@@ -192,3 +192,13 @@ def test_line_numbers_count_raw_lines_across_multi_line_and_partial_events() -> 
     assert appended.lines == [1, 3, 3, 4, 4]
     assert state.line_count == 4
     assert journal.append(state, logs("d"), T0).lines == [5]
+
+
+def test_a_job_holds_at_most_its_section_limit() -> None:
+    """Past the limit, markers stay plain lines: the index stays bounded."""
+    state = journal.JobState(journal.new_job(1, "j", {}, T0))
+    printed = [NewEvent("log", f"::group::g{i}\n::endgroup::\n", None) for i in range(7)]
+    appended = journal.append(state, printed, T0, section_limit=5)
+    assert [s.title for s in appended.sections] == [f"g{i}" for i in range(5)]
+    more = journal.append(state, logs("--- late\n"), T0, section_limit=5)
+    assert more.sections == [] and "section" not in more.events[0].decode()
