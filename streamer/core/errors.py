@@ -5,7 +5,9 @@
     ├── Unauthorized               401 / 4401
     ├── Forbidden                  403 / 1008   a browser origin that is not allowed
     ├── NotFound                   404 / 4404   missing, or someone else's
+    ├── MethodNotAllowed           405 / 1008   a write the resource cannot take
     ├── Conflict                   409 / 1008   illegal transition, expected_index
+    ├── Gone                       410 / 4404   a deleted stream kept for its forks
     ├── PayloadTooLarge            413 / 1009
     ├── CursorAhead                416 / 1008   from_index beyond the next index
     ├── Unprocessable              422 / 1008   well-formed JSON, wrong content
@@ -67,8 +69,16 @@ class NotFound(StreamerError):
     status, ws_code, title = 404, 4404, "Not Found"
 
 
+class MethodNotAllowed(StreamerError):
+    status, ws_code, title = 405, 1008, "Method Not Allowed"
+
+
 class Conflict(StreamerError):
     status, ws_code, title = 409, 1008, "Conflict"
+
+
+class Gone(StreamerError):
+    status, ws_code, title = 410, 4404, "Gone"
 
 
 class PayloadTooLarge(StreamerError):

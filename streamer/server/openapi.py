@@ -263,6 +263,18 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "integer", "minimum": 1, "maximum": 10**15 - 1},
         "description": "a line of the raw log (1-based)",
     },
+    "path": {
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "a stream's path in the caller's namespace (may contain '/')",
+    },
+    "offset": {
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "-1 (the start), now (the tail), or a Stream-Next-Offset",
+    },
+    "live": {"in": "query", "schema": {"enum": ["long-poll", "sse"]}},
 }
 
 STATUS_TEXT = {
@@ -270,12 +282,14 @@ STATUS_TEXT = {
     200: "OK",
     201: "Created",
     204: "No Content",
+    304: "Not Modified (If-None-Match)",
     400: "malformed parameter or body",
     401: "missing, malformed, revoked or inactive credentials",
-    403: "WebSocket handshake from a browser origin that is not allowed",
+    403: "WebSocket handshake from a browser origin that is not allowed; a stale producer epoch",
     404: "no such job (or another user's)",
     405: "method not allowed",
     409: "conflict (illegal transition, expected_index, log closed)",
+    410: "a deleted stream that its forks still read",
     413: "a size limit (body, event, batch, job log)",
     416: "from_index (or index, line) beyond the job's log",
     422: "well-formed JSON with the wrong content",

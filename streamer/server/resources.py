@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from ..core import redact
+from ..core.forks import ForkingReader
 from ..core.hub import Hub
 from ..core.limits import AppendRate, StreamSlots, StreamStartRate
 from ..core.ports import Storage
@@ -35,6 +36,7 @@ class Resources:
     auth: Authenticator
     append_rate: AppendRate
     append_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    origin_allowlist: frozenset[str] = frozenset()  # the setting's, parsed once
     redaction: redact.Rules | None = None  # made on first use: its key is in the database
 
     async def rules(self) -> redact.Rules:
@@ -49,7 +51,7 @@ class Resources:
     @classmethod
     def build(cls, settings: Settings, storage: Storage, hub: Hub) -> Resources:
         streams = StreamRegistry(
-            storage.jobs,
+            ForkingReader(storage.jobs, storage.streams),
             storage.identity,
             hub,
             StreamSlots(settings.max_streams_per_user),
@@ -64,6 +66,7 @@ class Resources:
             streams,
             Authenticator(storage.identity),
             AppendRate(settings.append_rate, settings.append_burst),
+            origin_allowlist=settings.origin_allowlist,
         )
 
 

@@ -250,6 +250,24 @@ SETTINGS: tuple[Setting, ...] = (
         "after a burst; 0 is off",
     ),
     Setting(
+        "ds_anonymous_user",
+        "",
+        "email of an existing user as whom requests without credentials to the Durable "
+        "Streams routes (/v1/stream/) are served: anyone who can reach the port can then "
+        "read, write and delete that user's streams; empty (off) answers them 401",
+    ),
+    Setting(
+        "ds_long_poll_seconds",
+        20.0,
+        "how long a Durable Streams long-poll read waits for data before answering 204",
+    ),
+    Setting(
+        "ds_read_bytes",
+        1 << 20,
+        "most message bytes in one Durable Streams catch-up or long-poll answer (at least "
+        "one message is always sent)",
+    ),
+    Setting(
         "http",
         "builtin",
         "builtin (streamer's own server: the lean path and every connection bound) or "
@@ -328,6 +346,9 @@ class Settings:
     unlimited_clients: str = "127.0.0.1,::1"
     fd_reserve: int = 64
     memory_trim_seconds: float = 10.0
+    ds_anonymous_user: str = ""
+    ds_long_poll_seconds: float = 20.0
+    ds_read_bytes: int = 1 << 20
     http: str = "builtin"
     redact_patterns: str = "default"
     max_job_sections: int = 10_000
@@ -408,9 +429,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "max_connections_per_client",
         "max_search_matches",
         "max_job_sections",
+        "ds_read_bytes",
     ):
         if getattr(settings, name) < 1:
             raise SystemExit(f"STREAMER_{name.upper()} must be at least 1")
+    if settings.ds_long_poll_seconds <= 0:
+        raise SystemExit("STREAMER_DS_LONG_POLL_SECONDS must be > 0")
     if settings.append_rate < 0 or settings.auth_recheck_seconds <= 0:
         raise SystemExit("STREAMER_APPEND_RATE must be >= 0, STREAMER_AUTH_RECHECK_SECONDS > 0")
     return settings

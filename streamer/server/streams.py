@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..core.follow import Follow, Outlet
 from ..core.hub import Hub
-from ..core.keys import Credential
+from ..core.keys import ANONYMOUS_KEY, Credential
 from ..core.limits import StreamSlots, StreamStartRate
 from ..core.models import Job
 from ..core.ports import EventReader, KeyReader
@@ -147,11 +147,13 @@ class StreamRegistry:
 
         One query for all open streams, whatever process made the change: this is
         what makes revocation reach streams on every node within a re-check period.
+        Streams opened without a key (``ANONYMOUS_KEY``) have none to revoke.
         """
-        if not self.credentials:
+        keyed = {s: c for s, c in self.credentials.items() if c.key_id != ANONYMOUS_KEY}
+        if not keyed:
             return 0
-        alive = await self.keys.active_keys({c.key_id for c in self.credentials.values()})
-        revoked = [s for s, c in list(self.credentials.items()) if c.key_id not in alive]
+        alive = await self.keys.active_keys({c.key_id for c in keyed.values()})
+        revoked = [s for s, c in keyed.items() if c.key_id not in alive]
         for stream in revoked:
             stream.close("revoked")
         return len(revoked)

@@ -81,7 +81,9 @@ export class LogView {
   layout(no) {
     const c = this.model.chunks.get(no);
     if (!c) return null;
-    const gen = `${this.layoutGen}:${this.folds.gen}:${c.events.length}:${this.model.styles}`;
+    // Line numbers arrive after a chunk's events (GET /lines): they count here too.
+    const numbered = c.lines.length && c.lines[c.lines.length - 1] != null;
+    const gen = `${this.layoutGen}:${this.folds.gen}:${c.events.length}:${numbered}:${this.model.styles}`;
     const cached = this.layouts.get(no);
     if (cached && cached.gen === gen) return cached;
     const cols = this.wrap ? this.columns() : 0;

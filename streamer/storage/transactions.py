@@ -13,13 +13,24 @@ from typing import Any
 
 import orjson
 
-from ..core import journal
-from ..core.errors import job_not_found
+from ..core import durable, journal
+from ..core.durable import AppendOutcome, AppendRequest, Config, ForkPlan, Stream, View
+from ..core.errors import Conflict, Gone, NotFound, job_not_found
 from ..core.journal import Appended, JobState
 from ..core.models import APIKey, Event, Job, NewEvent, User, utcnow
+from ..core.producers import Position
 from ..core.redact import Rules
 from .commands import Command, Execute, LoadJob, OldestQueued, Query, SaveJob, Transaction
-from .rows import SECTION_COLUMNS, USER_COLUMNS, section_values, user_from_row
+from .rows import (
+    SECTION_COLUMNS,
+    STREAM_COLUMNS,
+    USER_COLUMNS,
+    VIEW_COLUMNS,
+    section_values,
+    stream_from_row,
+    user_from_row,
+    view_from_row,
+)
 
 
 def create_user(name: str, email: str) -> Transaction[User]:
@@ -78,11 +89,13 @@ def create_job(
     metadata: dict[str, Any],
     secrets: Sequence[str] = (),
     rules: Rules | None = None,
+    job: Job | None = None,
 ) -> Transaction[Job]:
-    """A queued job. With ``rules``, its name and metadata are redacted (with its own
-    ``secrets`` too), and the secrets are stored sealed, for its appends."""
+    """A queued job (``job``: one made already). With ``rules``, its name and metadata
+    are redacted (with its own ``secrets`` too), and the secrets are stored sealed,
+    for its appends."""
     redactor = None if rules is None else rules.for_secrets(secrets)
-    job = journal.new_job(user_id, name, metadata, utcnow(), redactor)
+    job = job or journal.new_job(user_id, name, metadata, utcnow(), redactor)
     yield Execute(
         "INSERT INTO jobs (id, user_id, name, status, metadata, created_at, updated_at, "
         "redactions, secrets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -164,6 +177,9 @@ def claim_job(user_id: int) -> Transaction[Job | None]:
 
 
 def delete_job(user_id: int, job_id: str) -> Transaction[None]:
+    forks = yield Query("SELECT 1 FROM streams WHERE source_id = ? LIMIT 1", (job_id,))
+    if forks:
+        raise Conflict("forks of this stream read its events: delete them first")
     deleted = yield Execute("DELETE FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id))
     if deleted != 1:
         raise job_not_found()
@@ -171,10 +187,199 @@ def delete_job(user_id: int, job_id: str) -> Transaction[None]:
 
 
 def delete_finished_jobs(before: str, limit: int) -> Transaction[int]:
+    """Final jobs finished before ``before``, except the sources of forks (whose events
+    the forks read)."""
     deleted = yield Execute(
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN "
         "('completed', 'failed', 'cancelled') AND coalesce(finished_at, updated_at) < ? "
-        "LIMIT ?)",
+        "AND NOT EXISTS (SELECT 1 FROM streams WHERE streams.source_id = jobs.id) LIMIT ?)",
         (before, limit),
     )
     return deleted, []
+
+
+# Durable Streams -----------------------------------------------------------------------
+
+FIND_STREAM = (
+    f"SELECT {VIEW_COLUMNS} FROM streams s JOIN jobs j ON j.id = s.job_id "
+    "WHERE s.user_id = ? AND s.path = ?"
+)
+FIND_JOB = (
+    f"SELECT {VIEW_COLUMNS} FROM jobs j LEFT JOIN streams s ON s.job_id = j.id "
+    "WHERE j.id = ? AND j.user_id = ?"
+)
+
+
+def create_stream(
+    user_id: int,
+    path: str,
+    config: Config,
+    fork: ForkPlan | None,
+    source: str | None,
+    events: list[NewEvent],
+    byte_limit: int | None,
+) -> Transaction[tuple[bool, View]]:
+    """A new stream at ``path`` (True), or the one there if its configuration is the
+    same (False); 409 otherwise. An expired stream at the path is removed first."""
+    now = utcnow()
+    rows = yield Query(FIND_STREAM, (user_id, path))
+    if not rows:
+        rows = yield Query(FIND_JOB, (path, user_id))  # a job, addressed by its id
+    if rows:
+        view = view_from_row(rows[0])
+        stream = view.stream
+        if stream is not None and stream.deleted:
+            raise Conflict("this path's stream was deleted and its forks still read it")
+        if stream is None or not durable.expired(stream):
+            if durable.same_config(durable.config_of(view), config):
+                return (False, view), []
+            raise Conflict("a stream with another configuration exists at this path")
+        soft, _ = yield from _remove(stream.job_id)
+        if soft:
+            raise Conflict("this path's stream expired and its forks still read it")
+    source_id = None
+    if source is not None:
+        found = yield Query(FIND_STREAM, (user_id, source))
+        if not found or view_from_row(found[0]).stream is None:
+            raise NotFound("the source stream was not found")
+        if view_from_row(found[0]).stream.deleted:  # type: ignore[union-attr]
+            raise Conflict("the source stream was deleted")
+        source_id = found[0][0]
+    job = journal.new_job(user_id, path, {}, now)
+    base = fork.base if fork is not None else 0
+    stream = Stream(
+        job.id,
+        user_id,
+        path,
+        config.content_type,
+        config.ttl,
+        config.expires_at,
+        now,
+        None,
+        source_id,
+        base,
+        config.fork_spec,
+    )
+    yield from create_job(user_id, path, {}, job=job)
+    yield Execute(
+        "INSERT INTO streams (job_id, user_id, path, content_type, ttl_seconds, expires_at, "
+        "touched_at, source_id, fork_index, fork_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            job.id,
+            user_id,
+            path,
+            stream.content_type,
+            stream.ttl,
+            stream.expires_at,
+            now,
+            source_id,
+            base,
+            stream.fork_spec,
+        ),
+    )
+    state = journal.JobState(job)
+    job.event_count = base
+    first = [fork.first] if fork is not None and fork.first is not None else []
+    closing = [NewEvent("complete", None, True)] if config.closed else []
+    new = [*first, *events, *closing]
+    appended = journal.append(state, new, now, byte_limit=byte_limit) if new else None
+    if appended is not None or base:
+        yield from _save(state, appended)
+    return (True, View(job, stream)), ([(job.id, appended.events)] if appended else [])
+
+
+def append_stream(
+    user_id: int, job_id: str, request: AppendRequest, byte_limit: int | None
+) -> Transaction[AppendOutcome]:
+    """``durable.append`` with the stream's rows loaded (the job's locked), then its
+    events, the producer's position and the stream's columns stored together."""
+    state = yield LoadJob(user_id, job_id)
+    rows = yield Query(f"SELECT {STREAM_COLUMNS} FROM streams s WHERE s.job_id = ?", (job_id,))
+    if not rows:
+        raise NotFound("stream not found")
+    stream = stream_from_row(rows[0])
+    if stream.deleted:
+        raise Gone("the stream was deleted")
+    stored = None
+    claim = request.claim
+    if claim is not None:
+        found = yield Query(
+            "SELECT epoch, seq FROM producers WHERE job_id = ? AND producer = ?",
+            (job_id, claim.producer),
+        )
+        stored = Position(found[0][0], found[0][1]) if found else None
+    seq = stream.seq
+    outcome = durable.append(stream, state, stored, request, utcnow(), byte_limit=byte_limit)
+    if outcome.appended is not None:
+        yield from _save(state, outcome.appended)
+    if outcome.position is not None and claim is not None:
+        yield Execute(
+            "INSERT INTO producers (job_id, producer, epoch, seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (job_id, producer) DO UPDATE SET epoch = excluded.epoch, "
+            "seq = excluded.seq",
+            (job_id, claim.producer, outcome.position.epoch, outcome.position.seq),
+        )
+    if stream.seq != seq or (stream.ttl is not None and outcome.appended is not None):
+        yield Execute(
+            "UPDATE streams SET stream_seq = ?, touched_at = ? WHERE job_id = ?",
+            (stream.seq, stream.touched_at, job_id),
+        )
+    published = [(job_id, outcome.appended.events)] if outcome.appended else []
+    return outcome, published
+
+
+def delete_stream(user_id: int, job_id: str) -> Transaction[tuple[bool, list[str]]]:
+    """(soft-deleted, ids of the jobs removed): a stream whose forks read it is only
+    marked deleted; removing a fork removes its marked sources that nothing else reads."""
+    rows = yield Query(
+        f"SELECT {STREAM_COLUMNS} FROM streams s WHERE s.job_id = ? AND s.user_id = ?",
+        (job_id, user_id),
+    )
+    if not rows:
+        raise NotFound("stream not found")
+    if stream_from_row(rows[0]).deleted:
+        raise Gone("the stream was deleted")
+    return (yield from _remove(job_id)), []
+
+
+def expire_stream(user_id: int, job_id: str) -> Transaction[tuple[bool, list[str]] | None]:
+    """``delete_stream`` for a stream whose time is up (None: it is not, any more)."""
+    rows = yield Query(
+        f"SELECT {STREAM_COLUMNS} FROM streams s WHERE s.job_id = ? AND s.user_id = ?",
+        (job_id, user_id),
+    )
+    if not rows:
+        return None, []
+    stream = stream_from_row(rows[0])
+    if stream.deleted or not durable.expired(stream):
+        return None, []
+    return (yield from _remove(job_id)), []
+
+
+def _remove(job_id: str) -> Generator[Any, Any, tuple[bool, list[str]]]:
+    forks = yield Query("SELECT 1 FROM streams WHERE source_id = ? LIMIT 1", (job_id,))
+    if forks:
+        yield Execute("UPDATE streams SET deleted = TRUE WHERE job_id = ?", (job_id,))
+        return True, []
+    removed: list[str] = []
+    current: str | None = job_id
+    while current is not None:
+        rows = yield Query("SELECT source_id FROM streams WHERE job_id = ?", (current,))
+        yield Execute("DELETE FROM jobs WHERE id = ?", (current,))
+        removed.append(current)
+        source = rows[0][0] if rows else None
+        current = None
+        if source is not None:
+            marked = yield Query(
+                "SELECT 1 FROM streams s WHERE s.job_id = ? AND s.deleted AND NOT EXISTS "
+                "(SELECT 1 FROM streams f WHERE f.source_id = s.job_id)",
+                (source,),
+            )
+            current = source if marked else None
+    return False, removed
+
+
+def touch_stream(job_id: str, now: str) -> Transaction[None]:
+    """A read restarts a stream's sliding TTL."""
+    yield Execute("UPDATE streams SET touched_at = ? WHERE job_id = ?", (now, job_id))
+    return None, []

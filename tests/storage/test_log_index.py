@@ -15,12 +15,7 @@ from streamer.core.search import Query
 from streamer.core.text import plain_text
 from streamer.storage import Storage
 
-from . import test_storage_contract as contract
-from .test_storage_contract import Backend, new_user
-
-# The contract suite's fixtures: every backend, SQLite and PostgreSQL.
-backend = contract.backend
-storage = contract.storage
+from ..support.backends import Backend, new_user
 
 SECRET = "s3cr3t-Value/for+tests"
 KEY = b"\x07" * 32

@@ -16,6 +16,7 @@ from ...core.models import Event
 from ...core.ports import OnCommit
 from ..identity import Identity
 from ..jobs import Jobs
+from ..streams import Streams
 from .database import CONNECT_TIMEOUT, PostgresDatabase
 from .watch import Watcher
 
@@ -28,6 +29,7 @@ class PostgresStorage:
         self.db = PostgresDatabase(dsn, self.node, pool_size, self.watcher)
         self.identity = Identity(self.db)
         self.jobs = Jobs(self.db, self.watcher)
+        self.streams = Streams(self.db)
 
     @property
     def on_commit(self) -> OnCommit | None:

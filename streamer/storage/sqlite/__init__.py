@@ -13,6 +13,7 @@ from ...core.ports import OnCommit
 from ...core.stats import Histogram
 from ..identity import Identity
 from ..jobs import Jobs
+from ..streams import Streams
 from .database import SQLiteDatabase
 
 
@@ -22,6 +23,7 @@ class SQLiteStorage:
         self.db = SQLiteDatabase(path, sync)
         self.identity = Identity(self.db)
         self.jobs = Jobs(self.db)
+        self.streams = Streams(self.db)
 
     @property
     def on_commit(self) -> OnCommit | None:
