@@ -20,6 +20,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -138,15 +139,17 @@ async def run(lines: int, live: int) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(db=f"{tmp}/bench.db", port=0)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        settings = Settings(db=f"{tmp}/bench.db", port=port)
         server = build_server(settings, log_level="warning")
-        task = asyncio.create_task(server.serve())
-        # uvicorn offers only this flag; the lifespan (opening SQLite) takes milliseconds.
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        # The servers offer only this flag; the lifespan (opening SQLite) takes milliseconds.
         while not server.started:  # noqa: ASYNC110
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://127.0.0.1:{port}"
         try:
             _, key = await keys.create_user_with_key(
@@ -221,10 +224,20 @@ async def measure(
     out["dom_rows"] = await page.evaluate("() => document.querySelectorAll('.row').length")
     out["heap_after_jumps_mb"] = round(await heap(cdp) / 2**20, 1)
 
-    # Search the whole log: every chunk is read once, memory stays bounded.
+    # Search the whole log on the server: the count (and the first match shown), then
+    # every match's position for next/previous, with memory bounded.
     expected = sum(1 for i in range(lines) if i % 7 == 0 and i % 50 != 0)
     t = time.perf_counter()
     await page.fill("#search-q", "warning")
+    await page.wait_for_function(
+        "() => streamerSearch.query === 'warning' && document.querySelector('mark.current')",
+        timeout=300_000,
+    )
+    out["search_first_match_s"] = round(time.perf_counter() - t, 2)
+    await page.wait_for_function(
+        "() => streamerSearch.query === 'warning' && streamerSearch.counted", timeout=300_000
+    )
+    out["search_count_s"] = round(time.perf_counter() - t, 2)
     await page.wait_for_function(
         "() => streamerSearch.query === 'warning' && streamerSearch.done", timeout=300_000
     )

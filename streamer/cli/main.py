@@ -91,6 +91,9 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def cmd_follow(args: argparse.Namespace) -> int:
+    if args.grep is not None:
+        return cmd_grep(args)
+
     from .tail import tail_start
 
     async def follow_log() -> int:
@@ -122,6 +125,30 @@ def cmd_follow(args: argparse.Namespace) -> int:
         return exits.OK if success else exits.FAILED
 
     return asyncio.run(follow_log())
+
+
+def cmd_grep(args: argparse.Namespace) -> int:
+    from ..core.errors import StreamerError
+    from ..core.search import Query
+    from .grep import GrepPrinter, grep
+
+    query = Query(args.grep, args.regex, args.case_sensitive)
+    try:
+        query.compile()
+    except StreamerError as exc:
+        print(f"streamer follow: --grep: {exc.detail}", file=sys.stderr)
+        return exits.USAGE
+    if args.json or args.timestamps or args.tail is not None:
+        print("streamer follow: --grep takes no --json, --timestamps or --tail", file=sys.stderr)
+        return exits.USAGE
+
+    async def run() -> int:
+        printer = GrepPrinter(sys.stdout, use_color(args.color, sys.stdout))
+        async with _client(args) as client:
+            success = await grep(client, args.job_id, query, printer, args.from_index or 0)
+        return exits.OK if success else exits.FAILED
+
+    return asyncio.run(run())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

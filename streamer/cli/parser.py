@@ -220,6 +220,15 @@ def _client_commands(commands: Commands) -> None:
         help="the log's colours and styles: auto shows them on a terminal unless NO_COLOR is "
         "set (default: auto)",
     )
+    follow.add_argument(
+        "--grep",
+        metavar="PATTERN",
+        help="print only the lines matching PATTERN (escapes ignored, case-insensitive), as "
+        "'LINE: text' with the line's number in the raw log: the server searches what is "
+        "stored, then new lines are matched as they arrive",
+    )
+    follow.add_argument("--regex", action="store_true", help="PATTERN is an RE2 regex")
+    follow.add_argument("--case-sensitive", action="store_true", help="match case exactly")
     _connection(follow)
 
     run = commands.add(

@@ -13,7 +13,12 @@ and ``tests/core/test_journal.py`` checks them without a database:
   event, so a job at its cap can always be finished;
 - a ``complete`` event makes the job final; any event starts a queued job;
 - a status change follows ``TRANSITIONS``, and a change to a final status appends the
-  job's ``complete`` event in the same transaction, so every log ends with one.
+  job's ``complete`` event in the same transaction, so every log ends with one;
+- secrets are masked before anything is encoded (``redact``), and a job's own secrets
+  are dropped when it ends;
+- each event is indexed as it is stored: the raw line it starts on, its plain text
+  for search, and the sections it opens or closes (``sections``), which its stored
+  JSON then names in a ``section`` member, so every reader learns of them with it.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import orjson
 
+from . import sections
 from .errors import Conflict, PayloadTooLarge, Unprocessable
 from .models import (
     FINAL_STATUSES,
@@ -35,11 +42,16 @@ from .models import (
     NewEvent,
     encode_events,
 )
+from .redact import Redactor
+from .search import JOIN
+from .text import CONTROL, search_text
 
 # A job at its cap must still be finishable: a lone ``complete`` event whose data is
 # at most this long is always accepted (its line adds ~100 bytes past the cap).
 COMPLETE_DATA_ALLOWANCE = 1024
 CLAIM = {"status": "running"}  # what claiming a queued job changes
+_control = CONTROL.search  # a character that makes an event's search text differ
+_hint = sections.HINT.search  # what may be a section marker
 
 
 @dataclass
@@ -52,14 +64,35 @@ class JobState:
     job: Job
     last_timestamp: str | None = None  # of the job's last event
     byte_count: int = 0  # bytes of its stored event lines
+    line_count: int = 0  # newlines in its events' data: the raw log's finished lines
+    carry: str = ""  # the raw log's unfinished last line, for markers split across events
+    sections: str | None = None  # the section parser's state (open sections), as JSON
+    secrets: bytes | None = None  # the job's own secrets, sealed (redact.seal)
 
 
-@dataclass(frozen=True)
 class Appended:
-    """Events to insert, with their indexes and lines, and the bytes they add."""
+    """Events to insert, with their indexes and lines, and the bytes they add; per
+    event the raw line it starts on; their search text; the sections they changed.
 
-    events: list[Event]
-    size: int
+    A plain ``__slots__`` class: one is made per append, and a frozen dataclass's
+    ``__init__`` costs more than the rest of a small append's bookkeeping.
+    """
+
+    __slots__ = ("events", "size", "lines", "text", "sections")
+
+    def __init__(
+        self,
+        events: list[Event],
+        size: int,
+        lines: list[int],
+        text: bytes,
+        sections: list[sections.Section],
+    ) -> None:
+        self.events = events
+        self.size = size
+        self.lines = lines
+        self.text = text  # the events' search texts, joined (search.JOIN): one row
+        self.sections = sections
 
 
 def new_job_id() -> str:
@@ -74,8 +107,21 @@ def new_job_id() -> str:
             return job_id
 
 
-def new_job(user_id: int, name: str | None, metadata: dict[str, Any], now: str) -> Job:
-    return Job(new_job_id(), user_id, name, "queued", metadata, now, now)
+def new_job(
+    user_id: int,
+    name: str | None,
+    metadata: dict[str, Any],
+    now: str,
+    redactor: Redactor | None = None,
+) -> Job:
+    """A queued job; its name and metadata strings redacted like its events will be."""
+    masked = 0
+    if redactor is not None:
+        if name is not None:
+            name, masked = redactor.text(name)
+        metadata, more = redactor.value(metadata)
+        masked += more
+    return Job(new_job_id(), user_id, name, "queued", metadata, now, now, redactions=masked)
 
 
 def append(
@@ -85,6 +131,8 @@ def append(
     *,
     expected_index: int | None = None,
     byte_limit: int | None = None,
+    redactor: Redactor | None = None,
+    section_limit: int | None = None,
 ) -> Appended:
     """Store ``events`` at the job's next indexes: the checks, then ``_record``."""
     job = state.job
@@ -95,7 +143,7 @@ def append(
             f"expected_index is {expected_index} but the next index is {job.event_count}",
             next_index=job.event_count,
         )
-    return _record(state, events, now, byte_limit)
+    return _record(state, events, now, byte_limit, redactor, section_limit)
 
 
 def change(state: JobState, changes: dict[str, Any], now: str) -> Appended | None:
@@ -111,7 +159,7 @@ def change(state: JobState, changes: dict[str, Any], now: str) -> Appended | Non
             raise Conflict(f"cannot move a {job.status} job to {status}", job_status=job.status)
         if status in FINAL_STATUSES:
             closing = NewEvent("complete", None, status == "completed")
-            appended = _record(state, [closing], now, None)
+            appended = _record(state, [closing], now, None, None)
             job.status = status
         else:
             job.status = status
@@ -126,22 +174,33 @@ def change(state: JobState, changes: dict[str, Any], now: str) -> Appended | Non
 
 
 def _record(
-    state: JobState, events: Sequence[NewEvent], now: str, byte_limit: int | None
+    state: JobState,
+    events: Sequence[NewEvent],
+    now: str,
+    byte_limit: int | None,
+    redactor: Redactor | None,
+    section_limit: int | None = None,
 ) -> Appended:
-    """Encode ``events`` at the job's next indexes and move the job past them."""
+    """Redact, encode ``events`` at the job's next indexes, index them, and move the
+    job past them."""
     job = state.job
+    if redactor is not None:
+        events, masked = redactor.apply(events)
+        job.redactions += masked
     last = state.last_timestamp
     timestamp = max(now, last) if last else now
     try:
         stored = encode_events(events, job.event_count, timestamp)
     except orjson.JSONEncodeError as exc:  # a lone surrogate: not text any store can hold
         raise Unprocessable("an event's data is not valid text", field="events") from exc
+    lines, text, changed = _index(state, events, stored, timestamp, section_limit)
     size = sum([len(e.line) for e in stored])
     check_job_bytes(state.byte_count, size, events, byte_limit)
     final = events[-1]
     if final.type == "complete":
         job.status = "completed" if final.success else "failed"
         job.finished_at = now
+        state.secrets = None  # a finished job takes no more events: nothing to redact
     elif job.status == "queued":
         job.status = "running"
     if job.status == "running" and job.started_at is None:
@@ -150,7 +209,70 @@ def _record(
     job.updated_at = now
     state.last_timestamp = timestamp
     state.byte_count += size
-    return Appended(stored, size)
+    return Appended(stored, size, lines, text, changed)
+
+
+def _index(
+    state: JobState,
+    events: Sequence[NewEvent],
+    stored: list[Event],
+    timestamp: str,
+    section_limit: int | None,
+) -> tuple[list[int], bytes, list[sections.Section]]:
+    """Line numbers and the search text of ``stored``, and the sections they change.
+
+    The section parser runs only when ``quick_check`` says the batch may hold a
+    marker; otherwise this is the carried unfinished line, updated. Events that open
+    or close sections are encoded again with their ``section`` member.
+    """
+    carry = state.carry
+    if len(events) == 1:  # most appends: no list building
+        only = events[0]
+        data = only.data or ""
+        lines = [state.line_count + 1]
+        plain = only.type not in sections.MARKER_TYPES and _control(data) is None
+        if plain and _hint(carry + data if carry else data) is None:  # its text is its data
+            if carry or not data.endswith("\n"):
+                state.carry = sections.carry_after(carry, data)
+            state.line_count += data.count("\n")
+            return lines, data.encode("utf-8", "surrogatepass"), []
+        state.line_count += data.count("\n")
+        text = search_text(data)
+        raw = data
+        typed = only.type in sections.MARKER_TYPES
+    else:
+        datas = [e.data or "" for e in events]
+        starts = list(accumulate([d.count("\n") for d in datas], initial=state.line_count))
+        state.line_count = starts[-1]
+        lines = [n + 1 for n in starts[:-1]]
+        text = JOIN.join([search_text(d) for d in datas])
+        raw = "".join(datas)
+        typed = not sections.MARKER_TYPES.isdisjoint({e.type for e in events})
+    if not typed and _hint(carry + raw if carry else raw) is None:
+        if carry or not raw.endswith("\n"):
+            state.carry = sections.carry_after(carry, raw)
+        return lines, text, []
+    parsed = sections.State.load(state.sections)
+    incoming = [
+        sections.Incoming(e.index, e.type, n.data, line, timestamp)
+        for e, n, line in zip(stored, events, lines, strict=True)
+    ]
+    fed, state.carry = sections.feed(parsed, state.carry, incoming, section_limit)
+    state.sections = parsed.dump()
+    for position, change in fed.changes.items():
+        event, source = stored[position], events[position]
+        line = orjson.dumps(
+            {
+                "index": event.index,
+                "type": event.type,
+                "data": source.data,
+                "success": source.success,
+                "timestamp": timestamp,
+                "section": change.public(),
+            }
+        )
+        stored[position] = Event(event.index, event.type, line)
+    return lines, text, fed.touched
 
 
 def closes_job(events: Sequence[NewEvent]) -> bool:

@@ -189,6 +189,7 @@ class Job:
     container_id: str | None = None
     runner: str | None = None
     event_count: int = 0
+    redactions: int = 0  # secrets masked in its events and metadata (core/redact.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -209,6 +210,7 @@ class Job:
             "updated_at": self.updated_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "redactions": self.redactions,
         }
 
 

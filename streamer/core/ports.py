@@ -27,6 +27,12 @@ every backend:
 8. Credentials are read from the database on every check (``key_candidates``,
    ``active_keys``), never cached: a revocation or deactivation made by any process
    counts on every node at the next request.
+9. With ``rules``, an append stores and publishes only redacted events, and a job's
+   own secrets are stored sealed and dropped (set to NULL) when the job ends: no
+   registered secret is ever written to the database in plain form.
+10. Every event is indexed in its append's transaction: its raw line (``lineno``),
+   its plain text for ``search``, and the sections it opens or closes, so the
+   section index and search are exact under concurrent appends on every node.
 
 A backend is a ``Storage``: its ``identity`` (users, keys, secrets) and its ``jobs``
 (jobs and their event logs), plus the connection's life cycle and the cross-process
@@ -41,6 +47,9 @@ from typing import Any, Protocol
 
 from .durable import AppendOutcome, AppendRequest, Config, ForkPlan, View
 from .models import APIKey, Event, Job, NewEvent, User
+from .redact import Rules
+from .search import Found, Matcher
+from .sections import Section
 
 OnCommit = Callable[[str, Sequence[Event]], None]
 
@@ -118,7 +127,17 @@ class EventReader(Protocol):
 class Jobs(EventReader, Protocol):
     """Jobs and their event logs. Every write goes through ``journal``'s rules."""
 
-    async def create_job(self, user_id: int, name: str | None, metadata: dict[str, Any]) -> Job: ...
+    async def create_job(
+        self,
+        user_id: int,
+        name: str | None,
+        metadata: dict[str, Any],
+        *,
+        secrets: Sequence[str] = (),
+        rules: Rules | None = None,
+    ) -> Job:
+        """A queued job; with ``rules`` its name and metadata are redacted, and its
+        ``secrets`` kept sealed (never in plain form) until it ends. See guarantee 9."""
 
     async def get_job(self, user_id: int, job_id: str) -> Job:
         """The job, or ``NotFound`` when it is missing or belongs to someone else."""
@@ -151,11 +170,35 @@ class Jobs(EventReader, Protocol):
         expected_index: int | None = None,
         *,
         byte_limit: int | None = None,
+        rules: Rules | None = None,
+        section_limit: int | None = None,
     ) -> list[Event]:
-        """``journal.append`` in one transaction; see guarantees 1-4 and 7."""
+        """``journal.append`` in one transaction; see guarantees 1-4, 7, 9 and 10
+        (``section_limit``: the most sections a job's index holds)."""
 
     async def job_bytes(self, user_id: int, job_id: str) -> int:
         """The job's ``byte_count`` (``NotFound`` like ``get_job``)."""
+
+    async def sections(self, job_id: str) -> list[Section]:
+        """The job's section index, in start order (guarantee 10). Not scoped by user."""
+
+    async def search(
+        self, job_id: str, matcher: Matcher, from_index: int, to_index: int, limit: int
+    ) -> tuple[list[Found], dict[int, int], int | None]:
+        """Up to ``limit`` lines of events ``from_index`` to ``to_index - 1`` whose
+        plain text ``matcher`` matches, in order; the raw line each of their events
+        starts on; the index to go on from when the limit stopped it (else ``None``)."""
+
+    async def count_matches(
+        self, job_id: str, matcher: Matcher, from_index: int, to_index: int
+    ) -> int:
+        """How many lines of events ``from_index`` to ``to_index - 1`` match."""
+
+    async def line_of(self, job_id: str, index: int) -> int:
+        """The raw-log line event ``index`` starts on (past the end: the next one's)."""
+
+    async def index_of_line(self, job_id: str, line: int) -> tuple[int, int] | None:
+        """(index, its first line) of the event holding raw-log line ``line``."""
 
 
 class Streams(Protocol):

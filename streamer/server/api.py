@@ -21,6 +21,7 @@ from ..core import tokens
 from ..core.cursor import check_not_ahead, parse_cursor
 from ..core.errors import BadRequest
 from ..core.models import JOB_ID, STATUSES, TIMESTAMP
+from . import logapi
 from .openapi import Operation
 from .parsing import parse_events, parse_job_patch, parse_new_job
 from .requests import json_response, read_json
@@ -67,8 +68,10 @@ def _decode_cursor(raw: str | None) -> tuple[str, str] | None:
 async def create_job(request: Request) -> Response:
     res = resources(request)
     caller = await res.auth.caller(request)
-    name, metadata = parse_new_job(await read_json(request))
-    job = await res.storage.jobs.create_job(caller.user_id, name, metadata)
+    name, metadata, secrets = parse_new_job(await read_json(request))
+    job = await res.storage.jobs.create_job(
+        caller.user_id, name, metadata, secrets=secrets, rules=await res.rules()
+    )
     return json_response(job.public(), 201, {"Location": f"/api/v1/jobs/{job.id}"})
 
 
@@ -136,6 +139,8 @@ async def append_events(request: Request) -> Response:
         events,
         expected,
         byte_limit=settings.max_job_bytes,
+        rules=res.redaction or await res.rules(),
+        section_limit=settings.max_job_sections,
     )
     res.append_latency.observe(time.perf_counter() - began)  # acknowledged: committed
     return json_response({"first_index": stored[0].index, "last_index": stored[-1].index}, 201)
@@ -227,6 +232,7 @@ DOCS: dict[str, dict[str, Operation]] = {
             result="StreamToken",
         ),
     },
+    **logapi.DOCS,
 }
 
 
@@ -271,4 +277,7 @@ routes = [
     _route("/jobs/{job_id}", GET=get_job, PATCH=patch_job, DELETE=delete_job),
     _route("/jobs/{job_id}/events", GET=list_events, POST=append_events),
     _route("/jobs/{job_id}/stream-tokens", POST=mint_stream_token),
+    _route("/jobs/{job_id}/sections", GET=logapi.get_sections),
+    _route("/jobs/{job_id}/search", GET=logapi.search),
+    _route("/jobs/{job_id}/lines", GET=logapi.lines),
 ]

@@ -51,6 +51,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "updated_at": TIMESTAMP,
             "started_at": {**TIMESTAMP, "type": ["string", "null"]},
             "finished_at": {**TIMESTAMP, "type": ["string", "null"]},
+            "redactions": {"type": "integer", "minimum": 0},
         },
     },
     "JobList": {
@@ -67,6 +68,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "name": {"type": ["string", "null"], "maxLength": MAX_NAME},
             "metadata": {"type": ["object", "null"], "description": "at most 16 KiB of JSON"},
+            "secrets": {
+                "type": ["array", "null"],
+                "maxItems": 100,
+                "items": {"type": "string", "minLength": 4, "maxLength": 65536},
+                "description": "write-only: redacted from the job's log, never returned",
+            },
         },
     },
     "JobPatch": {
@@ -126,6 +133,68 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "data": NULLABLE_TEXT,
             "success": {"type": ["boolean", "null"]},
             "timestamp": TIMESTAMP,
+            "section": {
+                "type": "object",
+                "description": "only on events that open or close sections",
+                "properties": {
+                    "opened": {"type": "array", "items": {"$ref": "#/components/schemas/Section"}},
+                    "closed": {"type": "array", "items": {"$ref": "#/components/schemas/Section"}},
+                },
+            },
+        },
+    },
+    "Section": {
+        "type": "object",
+        "required": ["id", "name", "title", "start_index", "end_index", "depth", "collapsed"],
+        "properties": {
+            "id": {"type": "integer", "minimum": 0},
+            "name": {"type": "string"},
+            "title": {"type": "string"},
+            "start_index": {"type": "integer", "minimum": 0},
+            "end_index": {"type": ["integer", "null"]},
+            "start_line": {"type": "integer", "minimum": 1},
+            "end_line": {"type": ["integer", "null"]},
+            "depth": {"type": "integer", "minimum": 0},
+            "started_at": TIMESTAMP,
+            "finished_at": {**TIMESTAMP, "type": ["string", "null"]},
+            "duration_seconds": {"type": ["number", "null"]},
+            "collapsed": {"type": "boolean"},
+        },
+    },
+    "SectionList": {
+        "type": "object",
+        "required": ["sections"],
+        "properties": {
+            "sections": {"type": "array", "items": {"$ref": "#/components/schemas/Section"}}
+        },
+    },
+    "SearchPage": {
+        "type": "object",
+        "required": ["matches", "next_index", "complete"],
+        "properties": {
+            "matches": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "line"],
+                    "properties": {
+                        "index": {"type": "integer", "minimum": 0},
+                        "line": {"type": "integer", "minimum": 1},
+                        "text": {"type": "string"},
+                    },
+                },
+            },
+            "next_index": {"type": "integer", "minimum": 0},
+            "complete": {"type": "boolean"},
+            "total": {"type": "integer", "minimum": 0},
+        },
+    },
+    "LineAt": {
+        "type": "object",
+        "required": ["index", "line"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0},
+            "line": {"type": "integer", "minimum": 1},
         },
     },
     "EventPage": {
@@ -170,6 +239,30 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "a stream token (never an API key) for clients that cannot send headers",
     },
     "Last-Event-ID": {"in": "header", "schema": CURSOR, "description": "resume after this index"},
+    "q": {
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 1000},
+        "description": "text (or with regex=true an RE2 regex) to find in the log",
+    },
+    "regex": {"in": "query", "schema": {"enum": ["true", "false"]}},
+    "count": {
+        "in": "query",
+        "schema": {"enum": ["true", "false"]},
+        "description": "also count every match from from_index on (total)",
+    },
+    "no_text": {
+        "in": "query",
+        "schema": {"enum": ["true", "false"]},
+        "description": "matches without their text (index and line only)",
+    },
+    "case": {"in": "query", "schema": {"enum": ["sensitive", "insensitive"]}},
+    "index": {"in": "query", "schema": CURSOR, "description": "an event's index"},
+    "line": {
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10**15 - 1},
+        "description": "a line of the raw log (1-based)",
+    },
     "path": {
         "in": "path",
         "required": True,
@@ -198,7 +291,7 @@ STATUS_TEXT = {
     409: "conflict (illegal transition, expected_index, log closed)",
     410: "a deleted stream that its forks still read",
     413: "a size limit (body, event, batch, job log)",
-    416: "from_index beyond the job's next index",
+    416: "from_index (or index, line) beyond the job's log",
     422: "well-formed JSON with the wrong content",
     429: "a rate or concurrency limit; see Retry-After",
     503: "storage unavailable",

@@ -27,6 +27,7 @@ from ..core.models import (
     UNSTORABLE,
     NewEvent,
 )
+from ..core.redact import MAX_SECRET, MAX_SECRETS, MIN_SECRET
 
 SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -176,9 +177,31 @@ def _optional_text(body: dict[str, Any], key: str, limit: int, where: str = "") 
     return value
 
 
-def parse_new_job(body: Any) -> tuple[str | None, dict[str, Any]]:
+def parse_secrets(body: dict[str, Any]) -> list[str]:
+    """A new job's ``secrets``: strings to redact from its log. Errors name the field
+    and never quote a value: a refused secret must not reach a log either."""
+    raw = body.get("secrets")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise Unprocessable("secrets must be an array of strings", field="secrets")
+    if len(raw) > MAX_SECRETS:
+        raise Unprocessable(f"secrets holds more than {MAX_SECRETS} values", field="secrets")
+    for i, value in enumerate(raw):
+        where = f"secrets[{i}]"
+        if not isinstance(value, str):
+            raise Unprocessable(f"{where} must be a string", field=where)
+        if not MIN_SECRET <= len(value) <= MAX_SECRET:
+            raise Unprocessable(
+                f"{where} must be {MIN_SECRET} to {MAX_SECRET} characters long", field=where
+            )
+    return list(raw)
+
+
+def parse_new_job(body: Any) -> tuple[str | None, dict[str, Any], list[str]]:
     body = _object(body, "body")
-    _unknown(body, ("name", "metadata"))
+    _unknown(body, ("name", "metadata", "secrets"))
+    secrets = parse_secrets(body)
     name = _optional_text(body, "name", MAX_NAME)
     metadata = body.get("metadata")
     if metadata is None:
@@ -188,7 +211,7 @@ def parse_new_job(body: Any) -> tuple[str | None, dict[str, Any]]:
     _check_json(metadata, "metadata")
     if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
         raise Unprocessable(f"metadata is larger than {MAX_METADATA_BYTES} bytes", field="metadata")
-    return name, metadata
+    return name, metadata, secrets
 
 
 def parse_job_patch(body: Any) -> dict[str, Any]:

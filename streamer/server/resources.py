@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
+from ..core import redact
 from ..core.forks import ForkingReader
 from ..core.hub import Hub
 from ..core.limits import AppendRate, StreamSlots, StreamStartRate
@@ -36,6 +37,16 @@ class Resources:
     append_rate: AppendRate
     append_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     origin_allowlist: frozenset[str] = frozenset()  # the setting's, parsed once
+    redaction: redact.Rules | None = None  # made on first use: its key is in the database
+
+    async def rules(self) -> redact.Rules:
+        """The server's redaction rules, with the key jobs' secrets are sealed with (a
+        server secret every node shares, so any node can redact any job)."""
+        rules = self.redaction
+        if rules is None:
+            key = await self.storage.identity.server_secret(redact.SECRET_NAME)
+            rules = self.redaction = redact.Rules.from_setting(self.settings.redact_patterns, key)
+        return rules
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage, hub: Hub) -> Resources:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+
+from ..core.redact import parse_patterns
 
 
 def default_db_path() -> str:
@@ -162,6 +165,24 @@ SETTINGS: tuple[Setting, ...] = (
         200,
         "streams that may start at once when max_stream_starts_per_second is on "
         "(the bucket's size)",
+    ),
+    Setting(
+        "redact_patterns",
+        "default",
+        "token formats masked as [REDACTED] in every event before it is stored: "
+        "whitespace-separated regexes; 'default' stands for the built-in set (streamer "
+        "keys and stream tokens, GitHub, GitLab, AWS, Slack, Google, npm, PyPI, Stripe, "
+        "JWTs, bearer tokens, private keys), 'none' for none",
+    ),
+    Setting(
+        "max_job_sections",
+        10_000,
+        "sections one job's index holds (GET /jobs/{id}/sections); later markers stay plain lines",
+    ),
+    Setting(
+        "max_search_matches",
+        1_000,
+        "most matches one page of GET /jobs/{id}/search returns (its limit's cap)",
     ),
     Setting(
         "live_buffer_bytes",
@@ -329,6 +350,9 @@ class Settings:
     ds_long_poll_seconds: float = 20.0
     ds_read_bytes: int = 1 << 20
     http: str = "builtin"
+    redact_patterns: str = "default"
+    max_job_sections: int = 10_000
+    max_search_matches: int = 1_000
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -382,6 +406,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             raise SystemExit(f"{setting.env} must be {' or '.join(setting.choices)}, got {value!r}")
     if any("*" in origin for origin in settings.cors_allowlist):
         raise SystemExit("STREAMER_CORS_ORIGINS must list exact origins; '*' is refused")
+    try:
+        parse_patterns(settings.redact_patterns)
+    except re.error as exc:
+        raise SystemExit(f"STREAMER_REDACT_PATTERNS: {exc}") from exc
     if settings.max_stream_starts_per_second < 0:
         raise SystemExit("STREAMER_MAX_STREAM_STARTS_PER_SECOND must be >= 0")
     for name in (
@@ -399,6 +427,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "ws_max_pings_per_second",
         "ws_max_pings_per_second",
         "max_connections_per_client",
+        "max_search_matches",
+        "max_job_sections",
         "ds_read_bytes",
     ):
         if getattr(settings, name) < 1:

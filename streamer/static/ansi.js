@@ -222,3 +222,11 @@ export function renderRuns(parent, list, marks = []) {
     }
   }
 }
+
+// An event's data as display lines: split at newlines, the trailing empty piece dropped.
+export function splitLines(data) {
+  if (!data) return [""];
+  const pieces = data.split("\n");
+  if (pieces.length > 1 && pieces[pieces.length - 1] === "") pieces.pop();
+  return pieces;
+}

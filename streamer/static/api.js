@@ -59,6 +59,31 @@ export function streamUrl(id, token, fromIndex) {
   return `${BASE}/jobs/${encodeURIComponent(id)}/events/stream?${q}`;
 }
 
+export const getSections = (id) => request(`/jobs/${encodeURIComponent(id)}/sections`);
+
+// Where event `index` starts in the raw log, or (line given) which event holds `line`.
+export function lineAt(id, { index, line }) {
+  const q = new URLSearchParams(line !== undefined ? { line: String(line) } : { index: String(index) });
+  return request(`/jobs/${encodeURIComponent(id)}/lines?${q}`);
+}
+
+export function search(id, { q, regex, caseSensitive, fromIndex, limit, count }) {
+  const params = new URLSearchParams({
+    q, regex: String(!!regex), case: caseSensitive ? "sensitive" : "insensitive",
+    from_index: String(fromIndex), limit: String(limit), no_text: "true", count: String(!!count),
+  });
+  return request(`/jobs/${encodeURIComponent(id)}/search?${params}`);
+}
+
+export const cancelJob = (id) =>
+  request(`/jobs/${encodeURIComponent(id)}`, { method: "PATCH", body: { status: "cancelled" } });
+
+// The plain-text log's URL for a new tab: a stream token, never the key, in the URL.
+export async function rawLogUrl(id) {
+  const { token } = await mintStreamToken(id);
+  return `${BASE}/jobs/${encodeURIComponent(id)}/log?${new URLSearchParams({ token })}`;
+}
+
 // The raw log as a Blob: fetched with the header, so no key or token is in a URL.
 export async function downloadLog(id) {
   const response = await request(`/jobs/${encodeURIComponent(id)}/log`, { raw: true });

@@ -5,6 +5,7 @@
 import { clearKey, getKey, request, setKey, whenUnauthorized } from "./api.js";
 import { showList } from "./joblist.js";
 import { showJob } from "./jobview.js";
+import { wireTheme } from "./prefs.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -30,7 +31,8 @@ $("signin-form").addEventListener("submit", async (e) => {
   }
   setKey(key);
   $("signin-key").value = "";
-  route();
+  wireTheme();
+route();
 });
 
 $("signout").addEventListener("click", () => {
@@ -52,4 +54,5 @@ function route() {
   else showList(params);
 }
 
+wireTheme();
 route();

@@ -7,9 +7,20 @@
 // - each held event has the SGR style in force at its start (`stateAt`), carried
 //   across events; a chunk whose predecessors are not loaded gets it by scanning back
 //   to the last full reset (see resolve()).
+// - each held event knows the raw-log line it starts on (`lineOf`): the server says
+//   where a chunk's first event starts (GET /lines), the rest is counted here, the
+//   same way the server counts (newlines before it, plus one).
+// - `sections` is the server's section index: loaded once, then kept current by the
+//   `section` member of the events that open or close one (no second channel).
 
-import { DEFAULT, advance } from "./ansi.js";
-import { eventsPage } from "./api.js";
+import { DEFAULT, advance, splitLines } from "./ansi.js";
+import { eventsPage, getSections, lineAt } from "./api.js";
+
+const newlines = (data) => {
+  let n = 0;
+  if (data) for (let p = data.indexOf("\n"); p !== -1; p = data.indexOf("\n", p + 1)) n++;
+  return n;
+};
 
 export const CHUNK = 1000;
 const MAX_CHUNKS = 48; // ~48k events in memory, whatever the log's length
@@ -25,6 +36,7 @@ class Chunk {
     this.exit = DEFAULT;
     this.hasReset = false;
     this.used = 0;
+    this.lines = []; // raw-log line each event starts on (null until the first is known)
   }
   get start() { return this.no * CHUNK; }
   get exitExact() { return this.entryExact || this.hasReset; }
@@ -41,6 +53,8 @@ export class LogModel {
     this.seen = new Set(); // chunks ever loaded: step durations need no unseen gaps
     this.steps = new Map(); // index -> step event, kept after eviction
     this.complete = null;
+    this.sections = new Map(); // id -> section, as GET /sections shows it
+    this.onsections = () => {};
     this.keep = [0, 0]; // chunk range the view shows: never evicted
     this.clock = 0;
     this.styles = 0; // bumps when held events' styles change: rows must re-render
@@ -57,12 +71,36 @@ export class LogModel {
     return c.events[i - c.start] ?? null;
   }
 
-  stateAt(i) {
+  // The style in force at the start of event i (of its display line k).
+  stateAt(i, k = 0) {
     const c = this.chunkOf(i);
-    return c ? c.states[i - c.start] ?? DEFAULT : DEFAULT;
+    let state = c ? c.states[i - c.start] ?? DEFAULT : DEFAULT;
+    if (k > 0) {
+      const pieces = splitLines(c?.events[i - c.start]?.data);
+      for (let p = 0; p < k && p < pieces.length; p++) state = advance(state, pieces[p]).state;
+    }
+    return state;
   }
 
   has(i) { return this.event(i) !== null; }
+
+  // The raw-log line event i starts on, when known.
+  lineOf(i) {
+    const c = this.chunkOf(i);
+    return c ? c.lines[i - c.start] ?? null : null;
+  }
+
+  async loadSections() {
+    const { sections } = await getSections(this.jobId);
+    for (const s of sections) this.sections.set(s.id, s);
+    this.onsections();
+  }
+
+  // Give a chunk its line numbers from where its first event starts.
+  number(c, first) {
+    let line = first;
+    c.lines = c.events.map((ev) => { const at = line; line += newlines(ev.data); return at; });
+  }
 
   // Open at the end of the log: load the chunk holding the last event, so `count`
   // comes from events actually held. Whatever was appended since, the stream
@@ -70,6 +108,7 @@ export class LogModel {
   async openTail(eventCount) {
     const no = eventCount ? Math.floor((eventCount - 1) / CHUNK) : 0;
     const c = this.adopt(new Chunk(no));
+    const first = lineAt(this.jobId, { index: c.start });
     let from = c.start;
     while (from < c.start + CHUNK) {
       const page = await eventsPage(this.jobId, from, c.start + CHUNK - from);
@@ -77,6 +116,7 @@ export class LogModel {
       if (!page.events.length || page.complete || from >= eventCount) break;
     }
     this.count = from;
+    this.number(c, (await first).line);
     this.changed();
   }
 
@@ -91,6 +131,7 @@ export class LogModel {
 
   async fetchChunk(no) {
     const start = no * CHUNK, end = Math.min(start + CHUNK, this.count);
+    const first = lineAt(this.jobId, { index: start });
     const events = [];
     let from = start;
     while (from < end) {
@@ -104,6 +145,8 @@ export class LogModel {
     const c = new Chunk(no);
     this.inherit(c);
     for (const ev of events) this.push(c, ev);
+    this.number(c, (await first).line);
+    if (this.chunks.has(no)) return this.chunks.get(no);
     this.adopt(c);
     this.cascade(c);
     this.evict();
@@ -139,6 +182,10 @@ export class LogModel {
     if (c.exitExact) this.exits.set(c.no, c.exit);
     if (ev.type === "step") this.steps.set(ev.index, ev);
     if (ev.type === "complete") this.complete = ev;
+    if (ev.section) {
+      for (const s of [...ev.section.opened, ...ev.section.closed]) this.sections.set(s.id, s);
+      this.onsections();
+    }
   }
 
   // Recompute a chunk's styles from its entry, then the next chunks' while they change.
@@ -147,6 +194,17 @@ export class LogModel {
     c.events = []; c.states = []; c.exit = c.entry; c.hasReset = false;
     this.styles++;
     for (const ev of events) this.push(c, ev);
+  }
+
+  // The last line of the log as held (for sizing): where the next event would start.
+  get lastLine() {
+    const c = this.chunkOf(this.count - 1);
+    if (!c || !c.events.length) return 0;
+    const j = c.events.length - 1, ev = c.events[j];
+    const at = c.lines[j];
+    if (at == null) return 0;
+    const data = ev.data ?? "";
+    return at + newlines(data) - (data.endsWith("\n") || !data ? 1 : 0);
   }
 
   cascade(c) {
@@ -189,8 +247,12 @@ export class LogModel {
   // Append the event at `count` (the stream guarantees it is exactly that one).
   append(ev) {
     const no = Math.floor(ev.index / CHUNK);
+    const prev = this.chunkOf(ev.index - 1);
     const c = this.chunks.get(no) ?? this.adopt(new Chunk(no));
+    const before = ev.index === 0 ? 1 : prev?.lines[ev.index - 1 - prev.start];
+    const prevEv = ev.index === 0 ? null : prev?.events[ev.index - 1 - prev.start];
     this.push(c, ev);
+    c.lines[ev.index - c.start] = before == null ? null : before + newlines(prevEv?.data);
     this.count = ev.index + 1;
     this.onappend(ev);
   }

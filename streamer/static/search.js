@@ -1,114 +1,153 @@
-// Search within the whole log, not only what is loaded: chunks are scanned in index
-// order (loading the ones not held; the model's LRU keeps memory bounded), new
-// events are scanned as they arrive. Matches are (event index, offset in the row's
-// visible text), kept in two flat arrays sorted by index.
+// Search through the server: the page never downloads the log to search it.
+//
+// A query asks GET /search for the first page of matches and, beside it, for the
+// total count (the server scans the whole stored log), then fetches the positions of
+// the rest a page at a time in the background, so next/previous walk every match. Lines
+// that arrive afterwards are matched here as they are appended (the same text: the
+// line without escapes). Highlights inside a row are computed from its own text.
 
-import { plainText } from "./ansi.js";
-import { CHUNK } from "./model.js";
+import { search as searchApi } from "./api.js";
+import { plainText, splitLines } from "./ansi.js";
+
+const PAGE = 1000;
 
 export class LogSearch {
   constructor(model) {
     this.model = model;
     this.query = "";
-    this.lower = "";
-    this.idx = [];
-    this.pos = [];
+    this.regex = false;
+    this.caseSensitive = false;
+    this.matches = []; // [{index, line}] in log order
+    this.total = 0;
+    this.counted = false; // total is the server's count, not only the matches seen so far
     this.current = -1;
-    this.next = 0; // next event index to scan
+    this.next = 0; // the next event index the server has not searched for this query
     this.done = true;
     this.error = null;
-    this.gen = 0; // bumps whenever highlighted rows could change
-    this.runs = 0; // bumps per query: an older scan stops
+    this.gen = 0;
+    this.runs = 0;
+    this.pattern = null;
     this.onupdate = () => {};
     this.onreveal = () => {};
   }
 
-  get count() { return this.idx.length; }
-  get progress() { return this.model.count ? this.next / this.model.count : 1; }
+  get count() { return this.total; }
+  get idx() { return this.matches.map((m) => m.index); }
 
-  async set(query) {
+  async set(query, { regex = this.regex, caseSensitive = this.caseSensitive } = {}) {
     this.query = query;
-    this.lower = query.toLowerCase();
-    this.idx = []; this.pos = []; this.current = -1; this.next = 0; this.error = null;
+    this.regex = regex;
+    this.caseSensitive = caseSensitive;
+    this.matches = []; this.total = 0; this.current = -1; this.next = 0; this.error = null;
     this.done = !query;
+    this.pattern = query ? this.compile() : null;
     const run = ++this.runs;
     this.gen++;
     this.onupdate();
-    if (!query) return;
+    if (!query || (regex && !this.pattern)) return;
+    this.counted = false;
+    // The count scans the whole log: asked for beside the first page, which comes back
+    // as soon as it is full, so the first match shows before the count does.
+    const counting = searchApi(this.model.jobId, {
+      q: query, regex, caseSensitive, fromIndex: 0, limit: 1, count: true,
+    }).then((page) => {
+      if (run !== this.runs) return;
+      this.total = Math.max(page.total, this.matches.length);
+      this.counted = true;
+      this.onupdate();
+    }, () => {});
     try {
-      await this.scan(run);
+      await this.fetch(run, true);
+      await counting; // the rest of the positions after the count: they would slow it
+      while (run === this.runs && !this.done) await this.fetch(run, false);
     } catch (err) {
-      if (run === this.runs) { this.error = err.message; this.onupdate(); }
+      if (run === this.runs) { this.error = err.message; this.done = true; this.onupdate(); }
     }
   }
 
-  async scan(run) {
-    const { model } = this;
-    let shown = 0;
-    const ahead = new Map(); // a few chunks fetched ahead: the scan is bound by round trips
-    while (this.next < model.count) {
-      const no = Math.floor(this.next / CHUNK);
-      for (let k = no; k < no + 3 && k * CHUNK < model.count; k++) {
-        if (ahead.has(k)) continue;
-        const chunk = model.chunks.get(k) ?? model.load(k);
-        chunk.catch?.(() => {}); // awaited below; a newer query may never await it
-        ahead.set(k, chunk);
-      }
-      const chunk = await ahead.get(no);
-      ahead.delete(no);
-      if (run !== this.runs) return;
-      const before = this.next;
-      for (const ev of chunk.events) if (ev.index >= this.next) this.scanEvent(ev);
-      if (this.next === before) break; // nothing new in that chunk: do not spin
-      if (this.current === -1 && this.idx.length) { this.current = 0; this.onreveal(this.idx[0]); }
-      if (this.idx.length !== shown) { shown = this.idx.length; this.gen++; }
-      this.onupdate();
+  compile() {
+    try {
+      const source = this.regex ? this.query : this.query.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+      return new RegExp(source, this.caseSensitive ? "g" : "gi");
+    } catch {
+      return null; // the server says what is wrong with it
     }
-    this.done = true;
+  }
+
+  async fetch(run, first) {
+    const limit = first ? 200 : PAGE;
+    const page = await searchApi(this.model.jobId, {
+      q: this.query, regex: this.regex, caseSensitive: this.caseSensitive,
+      fromIndex: this.next, limit, count: false,
+    });
+    if (run !== this.runs) return;
+    this.matches.push(...page.matches);
+    if (!this.counted) this.total = this.matches.length;
+    const before = this.next;
+    this.next = page.next_index;
+    this.done = page.next_index >= this.model.count || page.matches.length === 0 || page.next_index === before;
+    if (this.done) this.catchUp();
+    if (this.current === -1 && this.matches.length) { this.current = 0; this.onreveal(this.matches[0]); }
     this.gen++;
     this.onupdate();
   }
 
-  scanEvent(ev) {
-    this.next = ev.index + 1;
-    if (ev.type === "complete" || !ev.data) return;
-    const text = plainText(ev.data).toLowerCase();
-    for (let p = text.indexOf(this.lower); p !== -1; p = text.indexOf(this.lower, p + this.lower.length)) {
-      this.idx.push(ev.index);
-      this.pos.push(p);
+  // Events the model holds past where the server's search ended: match them here.
+  catchUp() {
+    for (let i = this.next; i < this.model.count; i++) {
+      const ev = this.model.event(i);
+      if (!ev) break;
+      this.scanEvent(ev);
     }
   }
 
-  // A live event: scanned now if the scan is over, else the scan will reach it.
+  scanEvent(ev) {
+    if (ev.index !== this.next) return;
+    this.next = ev.index + 1;
+    if (!this.pattern || ev.type === "complete" || !ev.data) return;
+    const line = this.model.lineOf(ev.index);
+    splitLines(ev.data).forEach((piece, k) => {
+      const text = plainText(piece);
+      this.pattern.lastIndex = 0;
+      if (text && this.pattern.test(text)) {
+        this.matches.push({ index: ev.index, line: line == null ? null : line + k });
+        this.total++;
+      }
+    });
+  }
+
+  // A live event: matched now once the server's search has caught up to it.
   onAppend(ev) {
-    if (!this.query || !this.done || ev.index !== this.next) return;
-    const n = this.idx.length;
+    if (!this.query || !this.done) return;
+    const n = this.matches.length;
     this.scanEvent(ev);
-    if (this.idx.length !== n) {
+    if (this.matches.length !== n) {
       if (this.current === -1) this.current = 0;
       this.gen++;
       this.onupdate();
     }
   }
 
-  // [start, end, isCurrent] for the matches in row i, whose visible text is `plain`.
-  marks(i, plain) {
-    if (!this.lower || !this.idx.length) return [];
-    let lo = 0, hi = this.idx.length;
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (this.idx[mid] < i) lo = mid + 1; else hi = mid; }
+  // [start, end, isCurrent] for the matches in the row of event i, raw line `line`.
+  marks(i, line, plain) {
+    if (!this.pattern || !this.matches.length) return [];
+    const cur = this.matches[this.current];
+    const isCurrent = cur && cur.index === i && (cur.line == null || cur.line === line);
     const out = [];
-    for (let k = lo; k < this.idx.length && this.idx[k] === i; k++) {
-      out.push([this.pos[k], this.pos[k] + this.lower.length, k === this.current]);
+    this.pattern.lastIndex = 0;
+    for (const m of plain.matchAll(this.pattern)) {
+      if (!m[0].length) break;
+      out.push([m.index, m.index + m[0].length, isCurrent && !out.length]);
     }
     return out;
   }
 
   step(delta) {
-    const n = this.idx.length;
+    const n = this.matches.length;
     if (!n) return;
     this.current = ((this.current < 0 ? (delta > 0 ? -1 : 0) : this.current) + delta + n) % n;
     this.gen++;
     this.onupdate();
-    this.onreveal(this.idx[this.current]);
+    this.onreveal(this.matches[this.current]);
   }
 }

@@ -74,6 +74,12 @@ Transaction = Generator[Command, Any, tuple[T, Published]]
 class Database(Protocol):
     """A backend's engine, as the shared ``Identity`` and ``Jobs`` use it."""
 
+    text_chunk: str
+    """A SELECT of one row (text, first index, last index): the ``search_text`` rows
+    of job ``?`` (given twice) from the one holding event ``?`` to those starting
+    before event ``?``, in index order, joined with ``search.JOIN`` (each engine's
+    own aggregate), and the events they span."""
+
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read, on a connection of the read pool."""
 

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..core.errors import job_not_found
 from ..core.models import JOB_ID, Event, Job, NewEvent
+from ..core.redact import Rules
+from ..core.search import Found, Matcher
+from ..core.sections import Section
 from . import transactions as txn
 from .commands import Database
 from .guards import findable, position, storable
-from .rows import JOB_COLUMNS, event_from_row, job_from_row
+from .rows import JOB_COLUMNS, SECTION_COLUMNS, event_from_row, job_from_row, section_from_row
+
+# Events whose search texts one query joins: a few MB read and scanned per step. The
+# first step is small and each next one twice as large, so a search that stops early
+# (a page of common matches) reads little more than it needs.
+SEARCH_CHUNK = 65_536
+FIRST_CHUNK = 2_048
 
 
 def named(job_id: str) -> None:
@@ -33,9 +43,17 @@ class Jobs:
         self.db = db
         self.watcher = watcher
 
-    async def create_job(self, user_id: int, name: str | None, metadata: dict[str, Any]) -> Job:
+    async def create_job(
+        self,
+        user_id: int,
+        name: str | None,
+        metadata: dict[str, Any],
+        *,
+        secrets: Sequence[str] = (),
+        rules: Rules | None = None,
+    ) -> Job:
         storable("name", name)
-        return await self.db.transact(txn.create_job(user_id, name, metadata))
+        return await self.db.transact(txn.create_job(user_id, name, metadata, secrets, rules))
 
     async def get_job(self, user_id: int, job_id: str) -> Job:
         named(job_id)
@@ -94,10 +112,13 @@ class Jobs:
         expected_index: int | None = None,
         *,
         byte_limit: int | None = None,
+        rules: Rules | None = None,
+        section_limit: int | None = None,
     ) -> list[Event]:
         named(job_id)
         return await self.db.transact(
-            txn.append(user_id, job_id, events, expected_index, byte_limit), job_id
+            txn.append(user_id, job_id, events, expected_index, byte_limit, rules, section_limit),
+            job_id,
         )
 
     async def job_bytes(self, user_id: int, job_id: str) -> int:
@@ -122,3 +143,89 @@ class Jobs:
             (job_id, position(from_index), position(limit)),
         )
         return [event_from_row(row) for row in rows]
+
+    async def sections(self, job_id: str) -> list[Section]:
+        rows = await self.db.fetch(
+            f"SELECT {SECTION_COLUMNS} FROM sections WHERE job_id = ? ORDER BY id", (job_id,)
+        )
+        return [section_from_row(row) for row in rows]
+
+    async def search(
+        self, job_id: str, matcher: Matcher, from_index: int, to_index: int, limit: int
+    ) -> tuple[list[Found], dict[int, int], int | None]:
+        """Matching lines of events ``from_index`` to ``to_index - 1``, the raw line
+        each of their events starts on, and (when ``limit`` stopped it) where to go on.
+
+        The database joins each chunk's texts (one value per query) and the scan runs
+        in a worker thread, so a search of a million lines does not hold the loop.
+        """
+        found: list[Found] = []
+        start, size = from_index, FIRST_CHUNK
+        while start < to_index and len(found) < limit:
+            end = min(start + size, to_index)
+            size = min(size * 2, SEARCH_CHUNK)
+            chunk, first, last = await self._texts(job_id, start, end)
+            if first is None:
+                break
+            more, stop = await asyncio.to_thread(
+                matcher.scan, chunk, first, limit - len(found), start, to_index
+            )
+            found.extend(more)
+            if stop is not None:
+                return found, await self.line_starts(job_id, found), stop
+            start = max(end, last + 1)
+        return found, await self.line_starts(job_id, found), None
+
+    async def count_matches(
+        self, job_id: str, matcher: Matcher, from_index: int, to_index: int
+    ) -> int:
+        """How many lines of events ``from_index`` to ``to_index - 1`` match."""
+        total, start = 0, from_index
+        while start < to_index:
+            end = min(start + SEARCH_CHUNK, to_index)
+            chunk, first, last = await self._texts(job_id, start, end)
+            if first is None:
+                break
+            total += await asyncio.to_thread(matcher.count, chunk, first, start, to_index)
+            start = max(end, last + 1)
+        return total
+
+    async def _texts(self, job_id: str, start: int, end: int) -> tuple[bytes, int | None, int]:
+        """The joined search texts of the appends holding events ``start`` to
+        ``end - 1`` (they may reach either side), the first event and the last."""
+        rows = await self.db.fetch(self.db.text_chunk, (job_id, job_id, start, end))
+        if not rows or rows[0][1] is None:
+            return b"", None, start
+        return bytes(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+
+    async def line_starts(self, job_id: str, found: Sequence[Found]) -> dict[int, int]:
+        """The raw line each event of ``found`` starts on."""
+        if not found:
+            return {}
+        condition, ids = self.db.id_list("idx", {f.index for f in found})
+        rows = await self.db.fetch(
+            f"SELECT idx, lineno FROM events WHERE job_id = ? AND {condition}", (job_id, ids)
+        )
+        return {row[0]: row[1] or 1 for row in rows}
+
+    async def line_of(self, job_id: str, index: int) -> int:
+        """The raw line event ``index`` starts on; past the last event, the line the
+        next one will start on."""
+        rows = await self.db.fetch(
+            "SELECT lineno FROM events WHERE job_id = ? AND idx = ?", (job_id, index)
+        )
+        if rows:
+            return int(rows[0][0] or 1)
+        rows = await self.db.fetch("SELECT line_count FROM jobs WHERE id = ?", (job_id,))
+        return int(rows[0][0]) + 1 if rows else 1
+
+    async def index_of_line(self, job_id: str, line: int) -> tuple[int, int] | None:
+        """The event holding raw line ``line`` and the line it starts on (``None``:
+        the log has no event yet). Line numbers never decrease with the index, so this
+        is the last event starting on or before ``line``."""
+        rows = await self.db.fetch(
+            "SELECT idx, lineno FROM events WHERE job_id = ? AND lineno <= ? "
+            "ORDER BY idx DESC LIMIT 1",
+            (job_id, line),
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None

@@ -16,13 +16,17 @@ import orjson
 from ..core import durable, journal
 from ..core.durable import AppendOutcome, AppendRequest, Config, ForkPlan, Stream, View
 from ..core.errors import Conflict, Gone, NotFound, job_not_found
+from ..core.journal import Appended, JobState
 from ..core.models import APIKey, Event, Job, NewEvent, User, utcnow
 from ..core.producers import Position
-from .commands import Execute, LoadJob, OldestQueued, Query, SaveJob, Transaction
+from ..core.redact import Rules
+from .commands import Command, Execute, LoadJob, OldestQueued, Query, SaveJob, Transaction
 from .rows import (
+    SECTION_COLUMNS,
     STREAM_COLUMNS,
     USER_COLUMNS,
     VIEW_COLUMNS,
+    section_values,
     stream_from_row,
     user_from_row,
     view_from_row,
@@ -80,20 +84,31 @@ def create_secret(name: str) -> Transaction[bytes]:
 
 
 def create_job(
-    user_id: int, name: str | None, metadata: dict[str, Any], job: Job | None = None
+    user_id: int,
+    name: str | None,
+    metadata: dict[str, Any],
+    secrets: Sequence[str] = (),
+    rules: Rules | None = None,
+    job: Job | None = None,
 ) -> Transaction[Job]:
-    job = job or journal.new_job(user_id, name, metadata, utcnow())
+    """A queued job (``job``: one made already). With ``rules``, its name and metadata
+    are redacted (with its own ``secrets`` too), and the secrets are stored sealed,
+    for its appends."""
+    redactor = None if rules is None else rules.for_secrets(secrets)
+    job = job or journal.new_job(user_id, name, metadata, utcnow(), redactor)
     yield Execute(
-        "INSERT INTO jobs (id, user_id, name, status, metadata, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO jobs (id, user_id, name, status, metadata, created_at, updated_at, "
+        "redactions, secrets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             job.id,
             user_id,
-            name,
+            job.name,
             job.status,
-            orjson.dumps(metadata).decode(),
+            orjson.dumps(job.metadata).decode(),
             job.created_at,
             job.updated_at,
+            job.redactions,
+            None if rules is None else rules.seal(secrets),
         ),
     )
     return job, []
@@ -105,20 +120,53 @@ def append(
     events: Sequence[NewEvent],
     expected_index: int | None,
     byte_limit: int | None,
+    rules: Rules | None = None,
+    section_limit: int | None = None,
 ) -> Transaction[list[Event]]:
     state = yield LoadJob(user_id, job_id)
+    sealed = state.secrets
     appended = journal.append(
-        state, events, utcnow(), expected_index=expected_index, byte_limit=byte_limit
+        state,
+        events,
+        utcnow(),
+        expected_index=expected_index,
+        byte_limit=byte_limit,
+        redactor=None if rules is None else rules.for_job(sealed),
+        section_limit=section_limit,
     )
-    yield SaveJob(state, appended)
+    yield from _save(state, appended)
+    if rules is not None and state.secrets is None:
+        rules.forget(sealed)
     return appended.events, [(job_id, appended.events)]
 
 
 def update_job(user_id: int, job_id: str, changes: dict[str, Any]) -> Transaction[Job]:
     state = yield LoadJob(user_id, job_id)
     appended = journal.change(state, changes, utcnow())
-    yield SaveJob(state, appended)
+    yield from _save(state, appended)
     return state.job, ([(job_id, appended.events)] if appended else [])
+
+
+SECTIONS_AT_ONCE = 500  # rows per statement: 13 parameters each, far below any limit
+UPSERT_SECTIONS = (
+    "INSERT INTO sections (job_id, {columns}) VALUES {rows} "
+    "ON CONFLICT (job_id, id) DO UPDATE SET end_index = excluded.end_index, "
+    "end_line = excluded.end_line, finished_at = excluded.finished_at, "
+    "collapsed = excluded.collapsed"
+)
+
+
+def _save(state: JobState, appended: Appended | None) -> Generator[Command, Any, None]:
+    """The job's row and events, then the sections the events opened or closed (one
+    statement per ``SECTIONS_AT_ONCE``; none for the appends that change none)."""
+    yield SaveJob(state, appended)
+    touched = appended.sections if appended is not None else []
+    for start in range(0, len(touched), SECTIONS_AT_ONCE):
+        chunk = touched[start : start + SECTIONS_AT_ONCE]
+        row = "(" + ", ".join(["?"] * 13) + ")"
+        sql = UPSERT_SECTIONS.format(columns=SECTION_COLUMNS, rows=", ".join([row] * len(chunk)))
+        params = [value for s in chunk for value in section_values(state.job.id, s)]
+        yield Execute(sql, params)
 
 
 def claim_job(user_id: int) -> Transaction[Job | None]:
@@ -212,7 +260,7 @@ def create_stream(
         base,
         config.fork_spec,
     )
-    yield from create_job(user_id, path, {}, job)
+    yield from create_job(user_id, path, {}, job=job)
     yield Execute(
         "INSERT INTO streams (job_id, user_id, path, content_type, ttl_seconds, expires_at, "
         "touched_at, source_id, fork_index, fork_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -236,7 +284,7 @@ def create_stream(
     new = [*first, *events, *closing]
     appended = journal.append(state, new, now, byte_limit=byte_limit) if new else None
     if appended is not None or base:
-        yield SaveJob(state, appended)
+        yield from _save(state, appended)
     return (True, View(job, stream)), ([(job.id, appended.events)] if appended else [])
 
 
@@ -263,7 +311,7 @@ def append_stream(
     seq = stream.seq
     outcome = durable.append(stream, state, stored, request, utcnow(), byte_limit=byte_limit)
     if outcome.appended is not None:
-        yield SaveJob(state, outcome.appended)
+        yield from _save(state, outcome.appended)
     if outcome.position is not None and claim is not None:
         yield Execute(
             "INSERT INTO producers (job_id, producer, epoch, seq) VALUES (?, ?, ?, ?) "

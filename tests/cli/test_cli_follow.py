@@ -346,3 +346,45 @@ def test_sse_parser_splits_on_cr_and_lf_only_even_across_chunks() -> None:
     for i in range(len(frame)):  # one byte at a time: every split point, CR/LF included
         items += parser.feed(frame[i : i + 1])
     assert items == [(b"1", b"log", '{"d":"a\u2028b\x85c"}'.encode()), "ping"]
+
+
+async def test_follow_grep_prints_stored_then_live_matches_with_raw_line_numbers(
+    live_server: LiveServer, capsys: Capsys
+) -> None:
+    """--grep: the server's search for what is stored (a page at a time), then each new
+    event matched as it arrives, ANSI-blind, numbered like the raw log, each line once."""
+    job = await live_server.create_job(name="grep")
+    client = live_server.client()
+    stored = [f"\x1b[31mERR\x1b[0mOR {i}\n" if i % 400 == 0 else f"ok {i}\n" for i in range(2500)]
+    stored[7] = "two lines\nan error inside\n"  # line numbers shift by one from here
+    r = await client.post(
+        f"/api/v1/jobs/{job}/events", json={"events": [{"data": d} for d in stored]}
+    )
+    assert r.status_code == 201
+
+    replays: asyncio.Queue[str] = asyncio.Queue()
+
+    async def after_replay(job_id: str) -> None:
+        replays.put_nowait(job_id)
+
+    live_server.hooks.after_replay = after_replay
+    follower = asyncio.create_task(cli(capsys, live_server, "follow", job, "--grep", "error"))
+    await asyncio.wait_for(replays.get(), 20)  # it follows live now
+    live = ["no\n", "part of an er", "ror line\n", "\x1b[1mError\x1b[0m: late\n"]
+    for data in live:
+        await client.post(f"/api/v1/jobs/{job}/events", json={"data": data})
+    await client.post(f"/api/v1/jobs/{job}/events", json={"type": "complete", "success": False})
+    code, out, err = await follower
+    expected = ["1: ERROR 0", "9: an error inside"]
+    expected += [f"{i + 2}: ERROR {i}" for i in range(400, 2500, 400)]
+    # "part of an er" + "ror line": events are matched one by one (as the server does)
+    expected += ["2504: Error: late"]
+    assert out.splitlines() == expected, err
+    assert code == 1
+
+    code, out, _ = await cli(
+        capsys, live_server, "follow", job, "--grep", r"^ok 24\d\d$", "--regex"
+    )
+    assert code == 1 and len(out.splitlines()) == 99  # 2400 is an ERROR line
+    code, _, err = await cli(capsys, live_server, "follow", job, "--grep", "(a)\\1", "--regex")
+    assert code == 2 and "--grep" in err

@@ -59,6 +59,7 @@ class ServerProcess:
     key: str = ""
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra STREAMER_* settings
+    log_level: str = "warning"
     db_url: str = ""  # another database than the file ``db`` (PostgreSQL); logs stay by ``db``
     log: Path = field(init=False)
     # How to run it: this interpreter's package by default; an installed command
@@ -83,7 +84,7 @@ class ServerProcess:
         env = {**os.environ, **self.env, "STREAMER_DB": database, "PYTHONUNBUFFERED": "1"}
         flags = self.flags
         if flags is None:
-            flags = ["--port", str(self.port), "--log-level", "warning"]
+            flags = ["--port", str(self.port), "--log-level", self.log_level]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [*self.command, "serve", *flags],

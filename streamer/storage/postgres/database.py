@@ -82,17 +82,30 @@ PLACEHOLDER = re.compile(r"\?")
 # The events, the job's columns and the NOTIFY for other nodes, in one round trip.
 SAVE_APPEND = f"""
 WITH inserted AS (
-    INSERT INTO events (job_id, idx, type, line)
-    SELECT $10::text, u.idx, u.type, u.line
-    FROM unnest($11::bigint[], $12::text[], $13::bytea[]) AS u(idx, type, line)
+    INSERT INTO events (job_id, idx, type, line, lineno)
+    SELECT $15::text, u.idx, u.type, u.line, u.lineno
+    FROM unnest($16::bigint[], $17::text[], $18::bytea[], $19::bigint[])
+        AS u(idx, type, line, lineno)
+), texted AS (
+    INSERT INTO search_text (job_id, first_idx, last_idx, text)
+    VALUES ($15::text, $20::bigint, $21::bigint, $22::bytea)
 ), saved AS (
     UPDATE jobs SET status = $1, started_at = $2::text, finished_at = $3::text,
         container_id = $4::text, runner = $5::text, event_count = $6, updated_at = $7,
-        last_timestamp = $8::text, byte_count = $9
-    WHERE id = $10::text
+        last_timestamp = $8::text, byte_count = $9, redactions = $10, line_count = $11,
+        carry = $12, section_state = $13::text, secrets = $14::bytea
+    WHERE id = $15::text
 )
-SELECT pg_notify('{CHANNEL}', $14)
+SELECT pg_notify('{CHANNEL}', $23)
 """
+# The search texts of the appends holding events ``? <= idx < ?`` (from the one that
+# holds the first), as one value in index order, and the events it spans.
+TEXT_CHUNK = (
+    "SELECT string_agg(text, '\\x0a1e0a'::bytea ORDER BY first_idx), min(first_idx), "
+    "max(last_idx) FROM search_text WHERE job_id = ? AND first_idx >= coalesce(("
+    "SELECT max(first_idx) FROM search_text WHERE job_id = ? AND first_idx <= ?), 0) "
+    "AND first_idx < ?"
+)
 
 
 def numbered(sql: str, cache: dict[str, str] = {}) -> str:  # noqa: B006 - a deliberate cache
@@ -126,6 +139,8 @@ class _JobLock:
 
 
 class PostgresDatabase:
+    text_chunk = TEXT_CHUNK
+
     def __init__(self, dsn: str, node: str, pool_size: int, watcher: Watcher) -> None:
         self.dsn = dsn
         self.node = node
@@ -269,6 +284,10 @@ class PostgresDatabase:
                 [e.index for e in events],
                 [e.type for e in events],
                 [e.line for e in events],
+                appended.lines,
+                events[0].index,
+                events[-1].index,
+                appended.text,
                 payload(self.node, state.job.id, events[0].index, events[-1].index),
             )
             return None

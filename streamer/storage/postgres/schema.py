@@ -104,6 +104,53 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, producer)
     );
     """,
+    # 5: logs the service understands (see the SQLite migration 5).
+    """
+    ALTER TABLE jobs ADD COLUMN redactions BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN line_count BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN carry TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN section_state TEXT;
+    ALTER TABLE jobs ADD COLUMN secrets BYTEA;
+    ALTER TABLE events ADD COLUMN lineno BIGINT;
+    CREATE TABLE search_text (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        first_idx BIGINT NOT NULL,
+        last_idx BIGINT NOT NULL,
+        text BYTEA NOT NULL,
+        PRIMARY KEY (job_id, first_idx)
+    );
+    INSERT INTO search_text (job_id, first_idx, last_idx, text)
+        SELECT job_id, idx, idx, convert_to(
+            coalesce(convert_from(line, 'UTF8')::jsonb ->> 'data', ''), 'UTF8')
+        FROM events;
+    UPDATE events SET lineno = 1 + coalesce(n.before, 0) FROM (
+        SELECT job_id, first_idx, sum(
+            octet_length(text) - octet_length(replace(convert_from(text, 'UTF8'), chr(10), ''))
+        ) OVER (PARTITION BY job_id ORDER BY first_idx ROWS BETWEEN UNBOUNDED PRECEDING
+                AND 1 PRECEDING) AS before
+        FROM search_text) AS n
+    WHERE events.job_id = n.job_id AND events.idx = n.first_idx;
+    UPDATE jobs SET line_count = (
+        SELECT coalesce(sum(
+            octet_length(text) - octet_length(replace(convert_from(text, 'UTF8'), chr(10), ''))
+        ), 0) FROM search_text WHERE search_text.job_id = jobs.id);
+    CREATE TABLE sections (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        id BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        title TEXT NOT NULL,
+        start_index BIGINT NOT NULL,
+        start_line BIGINT NOT NULL,
+        end_index BIGINT,
+        end_line BIGINT,
+        depth INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        collapsed BOOLEAN NOT NULL,
+        PRIMARY KEY (job_id, id)
+    );
+    """,
 )
 
 

@@ -38,9 +38,20 @@ from .writer import Writer
 
 READERS = 3
 MIN_VERSION = (3, 35, 0)  # RETURNING, used by the shared transactions
+INSERT_EVENT = "INSERT INTO events (job_id, idx, type, line, lineno) VALUES (?, ?, ?, ?, ?)"
+# The search texts of the appends holding events ``? <= idx < ?`` (from the one that
+# holds the first), as one value in index order, and the events it spans.
+TEXT_CHUNK = (
+    "SELECT CAST(group_concat(t, char(10, 30, 10)) AS BLOB), min(f), max(l) FROM ("
+    "SELECT text AS t, first_idx AS f, last_idx AS l FROM search_text "
+    "WHERE job_id = ? AND first_idx >= coalesce((SELECT max(first_idx) FROM search_text "
+    "WHERE job_id = ? AND first_idx <= ?), 0) AND first_idx < ? ORDER BY first_idx)"
+)
 
 
 class SQLiteDatabase:
+    text_chunk = TEXT_CHUNK
+
     def __init__(self, path: str, sync: str = "normal") -> None:
         self.path = path
         self.sync = sync
@@ -60,6 +71,9 @@ class SQLiteDatabase:
         # return freed pages with PRAGMA incremental_vacuum instead of a full VACUUM.
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.executescript(pragmas(self.sync))
+        # Deleted content (a finished job's sealed secrets, deleted jobs) is zeroed in
+        # the pages written anyway, never left readable in free space.
+        conn.execute("PRAGMA secure_delete=FAST")
         migrate(conn)
         return conn
 
@@ -149,9 +163,21 @@ def _execute(conn: sqlite3.Connection, command: Command) -> Any:
         state, appended = command.state, command.appended
         if appended is not None:
             job_id = state.job.id
-            conn.executemany(
-                "INSERT INTO events (job_id, idx, type, line) VALUES (?, ?, ?, ?)",
-                [(job_id, e.index, e.type, e.line) for e in appended.events],
+            events, lines = appended.events, appended.lines
+            if len(events) == 1:  # most appends: execute costs less than executemany
+                e = events[0]
+                conn.execute(INSERT_EVENT, (job_id, e.index, e.type, e.line, lines[0]))
+            else:
+                conn.executemany(
+                    INSERT_EVENT,
+                    [
+                        (job_id, e.index, e.type, e.line, n)
+                        for e, n in zip(events, lines, strict=True)
+                    ],
+                )
+            conn.execute(
+                "INSERT INTO search_text (job_id, first_idx, last_idx, text) VALUES (?, ?, ?, ?)",
+                (job_id, events[0].index, events[-1].index, appended.text),
             )
         conn.execute(JOB_UPDATE, job_state_values(state))
         return None

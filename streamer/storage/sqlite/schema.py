@@ -97,6 +97,50 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, producer)
     ) WITHOUT ROWID;
     """,
+    # 5: logs the service understands. Per event, the raw line it starts on; per
+    # append, its events' plain text for search (existing events get one row each,
+    # their data, escapes and all); per job, the redaction count, the section
+    # parser's state and its sealed secrets; and the section index.
+    """
+    ALTER TABLE jobs ADD COLUMN redactions INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN line_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN carry TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN section_state TEXT;
+    ALTER TABLE jobs ADD COLUMN secrets BLOB;
+    ALTER TABLE events ADD COLUMN lineno INTEGER;
+    CREATE TABLE search_text (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        first_idx INTEGER NOT NULL,
+        last_idx INTEGER NOT NULL,
+        text BLOB NOT NULL,
+        PRIMARY KEY (job_id, first_idx)
+    ) WITHOUT ROWID;
+    INSERT INTO search_text (job_id, first_idx, last_idx, text)
+        SELECT job_id, idx, idx, CAST(coalesce(json_extract(line, '$.data'), '') AS BLOB)
+        FROM events;
+    UPDATE events SET lineno = 1 + coalesce((
+        SELECT sum(length(t.text) - length(replace(t.text, char(10), '')))
+        FROM search_text t WHERE t.job_id = events.job_id AND t.first_idx < events.idx), 0);
+    UPDATE jobs SET line_count = (
+        SELECT coalesce(sum(length(text) - length(replace(text, char(10), ''))), 0)
+        FROM search_text WHERE search_text.job_id = jobs.id);
+    CREATE TABLE sections (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        title TEXT NOT NULL,
+        start_index INTEGER NOT NULL,
+        start_line INTEGER NOT NULL,
+        end_index INTEGER,
+        end_line INTEGER,
+        depth INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        collapsed INTEGER NOT NULL,
+        PRIMARY KEY (job_id, id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
