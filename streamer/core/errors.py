@@ -7,6 +7,7 @@
     ├── NotFound                   404 / 4404   missing, or someone else's
     ├── Conflict                   409 / 1008   illegal transition, expected_index
     ├── PayloadTooLarge            413 / 1009
+    ├── Gone                       410 / 4410   a resume point retention has dropped
     ├── CursorAhead                416 / 1008   from_index beyond the next index
     ├── Unprocessable              422 / 1008   well-formed JSON, wrong content
     ├── TooManyRequests            429 / 1013   a rate or concurrency limit; Retry-After
@@ -72,6 +73,10 @@ class Conflict(StreamerError):
 
 class PayloadTooLarge(StreamerError):
     status, ws_code, title = 413, 1009, "Content Too Large"
+
+
+class Gone(StreamerError):
+    status, ws_code, title = 410, 4410, "Gone"
 
 
 class CursorAhead(StreamerError):

@@ -50,6 +50,11 @@ class JobState:
     job: Job
     last_timestamp: str | None = None  # of the job's last event
     byte_count: int = 0  # bytes of its stored event lines
+    # The change feed's bookkeeping (``changes.py``): when the job's last change was
+    # recorded (ms), its event count then, and its ``grew`` change still kept.
+    change_ms: int = 0
+    change_count: int = 0
+    grew_seq: int | None = None
 
 
 @dataclass(frozen=True)

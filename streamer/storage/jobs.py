@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from ..core.changes import ChangePolicy
 from ..core.errors import job_not_found
 from ..core.models import Event, Job, NewEvent
 from . import transactions as txn
@@ -21,12 +22,15 @@ class ReadWatcher(Protocol):
 
 
 class Jobs:
-    def __init__(self, db: Database, watcher: ReadWatcher | None = None) -> None:
+    def __init__(
+        self, db: Database, watcher: ReadWatcher | None = None, policy: ChangePolicy | None = None
+    ) -> None:
         self.db = db
         self.watcher = watcher
+        self.policy = policy or ChangePolicy()
 
     async def create_job(self, user_id: int, name: str | None, metadata: dict[str, Any]) -> Job:
-        return await self.db.transact(txn.create_job(user_id, name, metadata))
+        return await self.db.transact(txn.create_job(user_id, name, metadata, self.policy))
 
     async def get_job(self, user_id: int, job_id: str) -> Job:
         rows = await self.db.point(
@@ -54,18 +58,18 @@ class Jobs:
         return [job_from_row(row) for row in rows]
 
     async def update_job(self, user_id: int, job_id: str, changes: dict[str, Any]) -> Job:
-        return await self.db.transact(txn.update_job(user_id, job_id, changes), job_id)
+        return await self.db.transact(txn.update_job(user_id, job_id, changes, self.policy), job_id)
 
     async def claim_job(self, user_id: int) -> Job | None:
-        return await self.db.transact(txn.claim_job(user_id))
+        return await self.db.transact(txn.claim_job(user_id, self.policy))
 
     async def delete_job(self, user_id: int, job_id: str) -> None:
-        await self.db.transact(txn.delete_job(user_id, job_id), job_id)
+        await self.db.transact(txn.delete_job(user_id, job_id, self.policy), job_id)
         if self.watcher is not None:
             self.watcher.forget(job_id)
 
     async def delete_finished_jobs(self, before: str, limit: int) -> int:
-        deleted = await self.db.transact(txn.delete_finished_jobs(before, limit))
+        deleted = await self.db.transact(txn.delete_finished_jobs(before, limit, self.policy))
         if deleted:
             await self.db.reclaim()
         return deleted
@@ -80,7 +84,7 @@ class Jobs:
         byte_limit: int | None = None,
     ) -> list[Event]:
         return await self.db.transact(
-            txn.append(user_id, job_id, events, expected_index, byte_limit), job_id
+            txn.append(user_id, job_id, events, expected_index, byte_limit, self.policy), job_id
         )
 
     async def job_bytes(self, user_id: int, job_id: str) -> int:

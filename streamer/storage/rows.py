@@ -21,12 +21,12 @@ JOB_COLUMNS = (
     "id, user_id, name, status, metadata, created_at, updated_at, started_at, finished_at, "
     "container_id, runner, event_count"
 )
-JOB_STATE_COLUMNS = f"{JOB_COLUMNS}, last_timestamp, byte_count"
+JOB_STATE_COLUMNS = f"{JOB_COLUMNS}, last_timestamp, byte_count, change_ms, change_count, grew_seq"
 # Every column a write may change, in the order of ``job_state_values``.
 JOB_UPDATE = (
     "UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, container_id = ?, "
-    "runner = ?, event_count = ?, updated_at = ?, last_timestamp = ?, byte_count = ? "
-    "WHERE id = ?"
+    "runner = ?, event_count = ?, updated_at = ?, last_timestamp = ?, byte_count = ?, "
+    "change_ms = ?, change_count = ?, grew_seq = ? WHERE id = ?"
 )
 
 
@@ -57,7 +57,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
 
 def job_state_from_row(row: Sequence[Any]) -> JobState:
     """A row of ``JOB_STATE_COLUMNS``."""
-    return JobState(job_from_row(row), row[12], row[13])
+    return JobState(job_from_row(row), row[12], row[13], row[14], row[15], row[16])
 
 
 def job_state_values(state: JobState) -> tuple[Any, ...]:
@@ -73,6 +73,9 @@ def job_state_values(state: JobState) -> tuple[Any, ...]:
         job.updated_at,
         state.last_timestamp,
         state.byte_count,
+        state.change_ms,
+        state.change_count,
+        state.grew_seq,
         job.id,
     )
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from ...core.changes import feed_key
 from ...core.errors import Conflict, StreamerError, Unavailable, job_not_found
 from ...core.ports import OnCommit
 from .. import redact_url
@@ -47,6 +48,7 @@ from ..commands import (
     LoadJob,
     OldestQueued,
     Query,
+    SaveChange,
     SaveJob,
     T,
     Transaction,
@@ -83,15 +85,26 @@ PLACEHOLDER = re.compile(r"\?")
 SAVE_APPEND = f"""
 WITH inserted AS (
     INSERT INTO events (job_id, idx, type, line)
-    SELECT $10::text, u.idx, u.type, u.line
-    FROM unnest($11::bigint[], $12::text[], $13::bytea[]) AS u(idx, type, line)
+    SELECT $13::text, u.idx, u.type, u.line
+    FROM unnest($14::bigint[], $15::text[], $16::bytea[]) AS u(idx, type, line)
 ), saved AS (
     UPDATE jobs SET status = $1, started_at = $2::text, finished_at = $3::text,
         container_id = $4::text, runner = $5::text, event_count = $6, updated_at = $7,
-        last_timestamp = $8::text, byte_count = $9
-    WHERE id = $10::text
+        last_timestamp = $8::text, byte_count = $9, change_ms = $10, change_count = $11,
+        grew_seq = $12::bigint
+    WHERE id = $13::text
 )
-SELECT pg_notify('{CHANNEL}', $14)
+SELECT pg_notify('{CHANNEL}', $17)
+"""
+# A change of the feed, the removal of the grew change it supersedes (-1: none) and
+# the NOTIFY for other nodes, in one round trip.
+SAVE_CHANGE = f"""
+WITH superseded AS (
+    DELETE FROM job_changes WHERE user_id = $1 AND seq = $6::bigint
+), inserted AS (
+    INSERT INTO job_changes (user_id, seq, job_id, kind, line) VALUES ($1, $2, $3, $4, $5)
+)
+SELECT pg_notify('{CHANNEL}', $7)
 """
 
 
@@ -270,6 +283,21 @@ class PostgresDatabase:
                 [e.type for e in events],
                 [e.line for e in events],
                 payload(self.node, state.job.id, events[0].index, events[-1].index),
+            )
+            return None
+        if isinstance(command, SaveChange):
+            change = command.change
+            superseded = -1 if change.superseded is None else change.superseded
+            key = feed_key(change.user_id)
+            await conn.execute(
+                SAVE_CHANGE,
+                change.user_id,
+                change.seq,
+                change.job_id,
+                change.kind,
+                change.line,
+                superseded,
+                payload(self.node, key, change.seq, change.seq),
             )
             return None
         if isinstance(command, LoadJob):
