@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from ..core import changes as feed
 from ..core import retention
 from ..core.errors import StreamerError, Unavailable
 from ..core.hub import Hub
@@ -31,7 +32,7 @@ from .requests import json_response, problem
 from .resources import Resources, resources
 from .security import ApiCORS, SecurityMiddleware, install_log_filter, redact_path
 from .settings import Settings
-from .transports import sse, textlog, ws
+from .transports import changes, sse, textlog, ws
 
 log = logging.getLogger("streamer")
 STATIC = Path(__file__).parent.parent / "static"
@@ -95,6 +96,8 @@ OPENAPI_DOC = openapi.Operation(
     "this document (OpenAPI 3.1)", (200,), media="application/json", auth=False
 )
 STREAM_DOCS = {
+    "/jobs/changes": {"GET": changes.DOC},
+    "/jobs/changes/ws": {"GET": changes.WS_DOC},
     "/jobs/{job_id}/events/stream": {"GET": sse.DOC},
     "/jobs/{job_id}/events/ws": {"GET": ws.DOC},
     "/jobs/{job_id}/log": {"GET": textlog.DOC},
@@ -130,7 +133,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
         access_log.configure(settings.log_format)
         install_log_filter()
         store = storage or open_storage(
-            settings.db_url, sync=settings.sync, pg_pool_size=settings.pg_pool_size
+            settings.db_url,
+            sync=settings.sync,
+            pg_pool_size=settings.pg_pool_size,
+            policy=settings.change_policy,
         )
         hub = Hub(
             settings.subscriber_buffer,
@@ -152,6 +158,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
             asyncio.create_task(feed_hub(), name="streamer-watch"),
             asyncio.create_task(recheck_credentials(res), name="streamer-auth-recheck"),
             asyncio.create_task(hub.run_ticker(), name="streamer-ticker"),
+            asyncio.create_task(
+                feed.run_growth_sweep(store.changes, settings.change_policy),
+                name="streamer-growth-sweep",
+            ),
         ]
         if settings.retention:
             age = retention.parse_duration(settings.retention)
@@ -178,6 +188,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
         Mount(
             "/api/v1",
             routes=[
+                Route("/jobs/changes", changes.changes_stream),  # before /jobs/{job_id}
+                WebSocketRoute("/jobs/changes/ws", changes.changes_ws),
                 *api.routes,
                 Route("/jobs/{job_id}/events/stream", sse.events_stream),
                 WebSocketRoute("/jobs/{job_id}/events/ws", ws.events_ws),

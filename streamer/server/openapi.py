@@ -170,6 +170,27 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "a stream token (never an API key) for clients that cannot send headers",
     },
     "Last-Event-ID": {"in": "header", "schema": CURSOR, "description": "resume after this index"},
+    "after": {
+        "in": "query",
+        "schema": CURSOR,
+        "description": "the change feed from after this sequence number (Last-Event-ID wins)",
+    },
+    "snapshot": {
+        "in": "query",
+        "schema": {"enum": ["true", "false"]},
+        "description": "first the caller's job list, then the changes after it",
+    },
+    "jobs": {
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "comma-separated job ids, each optionally with its from_index (ID:N)",
+    },
+    "Last-Event-ID (composite)": {
+        "in": "header",
+        "name": "Last-Event-ID",
+        "schema": {"type": "string"},
+        "description": "a multi-job stream's cursor, ID:N,ID:N (N: the job's next index)",
+    },
 }
 
 STATUS_TEXT = {
@@ -183,8 +204,9 @@ STATUS_TEXT = {
     404: "no such job (or another user's)",
     405: "method not allowed",
     409: "conflict (illegal transition, expected_index, log closed)",
+    410: "the resume point was dropped by retention (resume with snapshot=true)",
     413: "a size limit (body, event, batch, job log)",
-    416: "from_index beyond the job's next index",
+    416: "a position beyond the end (from_index past the next index, after past the head)",
     422: "well-formed JSON with the wrong content",
     429: "a rate or concurrency limit; see Retry-After",
     503: "storage unavailable",

@@ -16,6 +16,8 @@ from typing import Any
 
 import platformdirs
 
+from ..core.changes import ChangePolicy
+
 
 def default_db_path() -> str:
     """The SQLite file lives in the user's data directory, never the current one."""
@@ -133,6 +135,28 @@ SETTINGS: tuple[Setting, ...] = (
         "(the bucket's size)",
     ),
     Setting(
+        "max_jobs_per_stream",
+        100,
+        "jobs one multi-job stream (GET /streams/events, its WebSocket) may follow at once; "
+        "the connection counts as one stream against max_streams_per_user",
+    ),
+    Setting(
+        "feed_growth_interval_seconds",
+        0.5,
+        "a job's growth is recorded in the change feed at most this often (the last growth "
+        "always is); 0 records every append",
+    ),
+    Setting(
+        "feed_keep_changes",
+        10_000,
+        "changes kept per user in the change feed; a resume point older than them is 410 Gone",
+    ),
+    Setting(
+        "feed_snapshot_jobs",
+        1_000,
+        "newest jobs in a change feed's snapshot=true (the snapshot says when it is truncated)",
+    ),
+    Setting(
         "live_buffer_bytes",
         8 << 20,
         "stored bytes of recent events kept per job for its live readers; a reader further "
@@ -237,6 +261,10 @@ class Settings:
     auth_recheck_seconds: float = 2.0
     max_stream_starts_per_second: float = 0.0
     stream_start_burst: int = 200
+    max_jobs_per_stream: int = 100
+    feed_growth_interval_seconds: float = 0.5
+    feed_keep_changes: int = 10_000
+    feed_snapshot_jobs: int = 1_000
     live_buffer_bytes: int = 8 << 20
     stream_buffer_bytes: int = 1 << 20
     header_timeout_seconds: float = 5.0
@@ -268,6 +296,14 @@ class Settings:
     @property
     def cors_allowlist(self) -> list[str]:
         return sorted({o.strip() for o in self.cors_origins.split(",") if o.strip()})
+
+    @property
+    def change_policy(self) -> ChangePolicy:
+        """The change feed's bounds, as storage applies them."""
+        return ChangePolicy(
+            growth_interval_ms=round(self.feed_growth_interval_seconds * 1000),
+            keep=self.feed_keep_changes,
+        )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -320,9 +356,14 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "max_request_headers",
         "write_high_water_bytes",
         "max_connections_per_client",
+        "max_jobs_per_stream",
+        "feed_keep_changes",
+        "feed_snapshot_jobs",
     ):
         if getattr(settings, name) < 1:
             raise SystemExit(f"STREAMER_{name.upper()} must be at least 1")
+    if settings.feed_growth_interval_seconds < 0:
+        raise SystemExit("STREAMER_FEED_GROWTH_INTERVAL_SECONDS must be >= 0")
     if settings.append_rate < 0 or settings.auth_recheck_seconds <= 0:
         raise SystemExit("STREAMER_APPEND_RATE must be >= 0, STREAMER_AUTH_RECHECK_SECONDS > 0")
     return settings

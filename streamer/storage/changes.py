@@ -9,6 +9,7 @@ changes after a point, read as the log entries ``follow()`` merges with the hub.
 from __future__ import annotations
 
 from ..core.changes import ChangePolicy, feed_user
+from ..core.errors import Gone
 from ..core.models import Event, Job
 from . import transactions as txn
 from .commands import Database
@@ -53,14 +54,36 @@ class Changes:
 
     async def read_events(self, key: str, from_index: int, limit: int) -> list[Event]:
         """The changes of feed ``key`` from sequence number ``from_index`` on (an
-        ``EventReader``, so ``follow()`` reads a feed like a job's log)."""
-        changes = await self.read_rows(key, from_index, limit)
+        ``EventReader``, so ``follow()`` reads a feed like a job's log).
+
+        ``Gone`` when retention has dropped changes at or past ``from_index``: a reader
+        that fell that far behind (or resumed that late) is told, never served a feed
+        with changes silently missing. One statement reads the floor with the rows.
+        """
+        user_id = feed_user(key)
+        if user_id is None:
+            return []
+        rows = await self.db.fetch(
+            "SELECT h.floor, c.seq, c.kind, c.line FROM change_heads AS h LEFT JOIN "
+            "(SELECT seq, kind, line FROM job_changes WHERE user_id = ? AND seq >= ? "
+            "ORDER BY seq LIMIT ?) AS c ON TRUE WHERE h.user_id = ? ORDER BY c.seq",
+            (user_id, from_index, limit, user_id),
+        )
+        if rows and int(rows[0][0]) >= from_index:
+            raise Gone(
+                f"changes up to {rows[0][0]} are no longer kept (this reader needs "
+                f"{from_index} on); reconnect with snapshot=true",
+                oldest=int(rows[0][0]),
+            )
+        changes = [event_from_row(row[1:]) for row in rows if row[1] is not None]
         if self.watcher is not None:
             self.watcher.was_read(key, changes)
         return changes
 
     async def read_rows(self, key: str, from_index: int, limit: int) -> list[Event]:
-        """``read_events`` without telling the watcher (the watcher's own reads)."""
+        """What is kept from ``from_index`` on, without the floor's check and without
+        telling the watcher (the watcher's own reads: a hole it leaves in a node's hub
+        sends that feed's readers to ``read_events``)."""
         user_id = feed_user(key)
         if user_id is None:
             return []
