@@ -32,7 +32,7 @@ from .requests import json_response, problem
 from .resources import Resources, resources
 from .security import ApiCORS, SecurityMiddleware, install_log_filter, redact_path
 from .settings import Settings
-from .transports import changes, sse, textlog, ws
+from .transports import changes, multi, multi_ws, sse, textlog, ws
 
 log = logging.getLogger("streamer")
 STATIC = Path(__file__).parent.parent / "static"
@@ -98,6 +98,8 @@ OPENAPI_DOC = openapi.Operation(
 STREAM_DOCS = {
     "/jobs/changes": {"GET": changes.DOC},
     "/jobs/changes/ws": {"GET": changes.WS_DOC},
+    "/streams/events": {"GET": multi.DOC},
+    "/streams/events/ws": {"GET": multi_ws.DOC},
     "/jobs/{job_id}/events/stream": {"GET": sse.DOC},
     "/jobs/{job_id}/events/ws": {"GET": ws.DOC},
     "/jobs/{job_id}/log": {"GET": textlog.DOC},
@@ -190,6 +192,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
             routes=[
                 Route("/jobs/changes", changes.changes_stream),  # before /jobs/{job_id}
                 WebSocketRoute("/jobs/changes/ws", changes.changes_ws),
+                Route("/streams/events", multi.streams_events),
+                WebSocketRoute("/streams/events/ws", multi_ws.streams_ws),
                 *api.routes,
                 Route("/jobs/{job_id}/events/stream", sse.events_stream),
                 WebSocketRoute("/jobs/{job_id}/events/ws", ws.events_ws),

@@ -33,7 +33,7 @@ from .http.protocol import HTTPProtocol
 from .requests import problem
 from .security import api_headers, redact_path
 from .settings import Settings
-from .transports import changes, sse, textlog, ws
+from .transports import changes, multi, multi_ws, sse, textlog, ws
 from .transports.streaming import LEAN_KEY, Answered, Lean, answer
 
 log = logging.getLogger("streamer")
@@ -48,6 +48,8 @@ ROUTES: list[tuple[str, str, Endpoint | WSEndpoint]] = [
     (WS, "/api/v1/jobs/{job_id}/events/ws", ws.events_ws_lean),
     ("GET", "/api/v1/jobs/changes", changes.changes_stream),
     (WS, "/api/v1/jobs/changes/ws", changes.changes_ws_lean),
+    ("GET", "/api/v1/streams/events", multi.streams_events),
+    (WS, "/api/v1/streams/events/ws", multi_ws.streams_ws_lean),
 ]
 
 

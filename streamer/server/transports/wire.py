@@ -170,6 +170,8 @@ class Pipe:
 
     def lost(self, reason: str = "disconnect") -> None:
         """The consumer saw the client leave (or stop reading: ``send_timeout``)."""
+        self._items.clear()
+        self._bytes = 0
         self.end(self.close)
         if not self.gone:
             self.gone = True
@@ -177,10 +179,9 @@ class Pipe:
                 self.on_lost(reason)
 
     async def items(self) -> AsyncIterator[bytes]:
-        """Messages in order, until the wire ends (what is queued then is dropped: the
-        client resumes from its cursor)."""
-        while not self.ended:
-            while self._items and not self.ended:
+        """Messages in order, until the wire has ended and what it queued is sent."""
+        while True:
+            while self._items:
                 message = self._items.popleft()
                 self._bytes -= len(message)
                 if self._bytes < self.max_bytes:
