@@ -300,9 +300,11 @@ class Settings:
     @property
     def change_policy(self) -> ChangePolicy:
         """The change feed's bounds, as storage applies them."""
+        keep = self.feed_keep_changes
         return ChangePolicy(
             growth_interval_ms=round(self.feed_growth_interval_seconds * 1000),
-            keep=self.feed_keep_changes,
+            keep=keep,
+            trim_every=min(keep, ChangePolicy.trim_every),
         )
 
     def replace(self, **changes: Any) -> Settings:

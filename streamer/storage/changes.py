@@ -69,7 +69,7 @@ class Changes:
             "ORDER BY seq LIMIT ?) AS c ON TRUE WHERE h.user_id = ? ORDER BY c.seq",
             (user_id, from_index, limit, user_id),
         )
-        if rows and int(rows[0][0]) >= from_index:
+        if rows and from_index <= int(rows[0][0]) > 0:  # 1 .. floor were dropped
             raise Gone(
                 f"changes up to {rows[0][0]} are no longer kept (this reader needs "
                 f"{from_index} on); reconnect with snapshot=true",

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import pytest
 
 from streamer.core.changes import ChangePolicy, feed_key, feed_user
+from streamer.core.errors import Gone
 from streamer.core.models import Event, NewEvent
 from streamer.storage import Storage, open_storage
 
@@ -33,8 +35,10 @@ async def instance(backend: Backend, policy: ChangePolicy) -> Storage:  # noqa: 
 
 
 async def feed(storage: Storage, user_id: int) -> list[dict[str, Any]]:
-    """Every kept change of the user's feed, oldest first."""
-    entries = await storage.changes.read_events(feed_key(user_id), 0, 100_000)
+    """Every kept change of the user's feed, oldest first (``read_rows``: what is kept,
+    whatever the floor)."""
+    changes_of: Any = storage.changes
+    entries = await changes_of.read_rows(feed_key(user_id), 0, 100_000)
     changes = [orjson.loads(e.line) for e in entries]
     for entry, change in zip(entries, changes, strict=True):
         assert (entry.index, entry.type) == (change["seq"], change["type"])
@@ -146,7 +150,10 @@ async def test_retention_keeps_the_last_changes_and_raises_the_floor(
         await storage.jobs.delete_job(uid, job.id)
     head, floor = await storage.changes.head(uid)
     assert (head, floor) == (16, 11)
-    assert [c["seq"] for c in await feed(storage, uid)] == [12, 13, 14, 15, 16]
+    entries = await storage.changes.read_events(feed_key(uid), 12, 100)
+    assert [e.index for e in entries] == [12, 13, 14, 15, 16]
+    with pytest.raises(Gone):  # a reader that still needs 11 is told, not served 12 on
+        await storage.changes.read_events(feed_key(uid), 11, 100)
 
 
 async def test_retention_sweep_records_each_deleted_job(backend: Backend) -> None:  # noqa: F811

@@ -1,0 +1,139 @@
+"""Readers of the change feed and of multi-job streams, over real SSE and WebSocket.
+
+``FeedView`` applies a feed (snapshot, then changes) to a job list the way a
+dashboard does; ``sse_messages`` reads any SSE route with ``parse_sse`` (the WHATWG
+parser in ``clients.py``), comments skipped; ``MultiReader`` follows several jobs on
+one SSE stream and resumes with the composite cursor, checking that each job's
+events arrive exactly once, in index order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import websockets
+
+from .clients import SSEMessage, parse_sse
+
+
+async def sse_messages(
+    base: str, path: str, key: str, params: dict[str, Any], headers: dict[str, str] | None = None
+) -> AsyncIterator[SSEMessage]:
+    """The messages of one SSE response (nothing for a non-200 answer; ``status`` of
+    the answer is not needed by the readers here, see ``sse_status``)."""
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=30, verify=False) as client,
+        client.stream(
+            "GET",
+            path,
+            params=params,
+            headers={"Authorization": f"Bearer {key}", **(headers or {})},
+        ) as response,
+    ):
+        if response.status_code != 200:
+            await response.aread()
+            raise StreamRefused(response.status_code, response.json() if response.content else None)
+        async for item in parse_sse(response.aiter_bytes()):
+            if isinstance(item, SSEMessage):
+                yield item
+
+
+class StreamRefused(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+def ws_connect(base_ws: str, path: str, key: str, params: dict[str, Any] | None = None) -> Any:
+    query = f"?{urlencode(params)}" if params else ""
+    return websockets.connect(
+        f"{base_ws}{path}{query}",
+        additional_headers={"Authorization": f"Bearer {key}"},
+        max_size=None,
+        compression=None,
+        open_timeout=10,
+    )
+
+
+@dataclass
+class FeedView:
+    """A job list kept by a feed: the snapshot, then each change applied in order."""
+
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last: int = 0  # the last sequence number applied
+    seqs: list[int] = field(default_factory=list)  # every sequence number, per connection
+
+    def apply(self, message: SSEMessage | dict[str, Any]) -> None:
+        body = message.json() if isinstance(message, SSEMessage) else message
+        if body["type"] == "snapshot":
+            self.jobs = {job["id"]: job for job in body["jobs"]}
+            assert body["truncated"] is False
+        elif body["type"] == "deleted":
+            self.jobs.pop(body["job"]["id"], None)
+        else:
+            self.jobs[body["job"]["id"]] = body["job"]
+        if isinstance(message, SSEMessage) and message.id is not None:
+            assert message.id == str(body["seq"])
+        self.seqs.append(body["seq"])
+        self.last = body["seq"]
+
+
+@dataclass
+class MultiReader:
+    """Follows several jobs on one SSE stream; ``got[job]`` holds each job's indexes in
+    the order they arrived, across every reconnect; ``cursor`` the last ``id``."""
+
+    base: str
+    key: str
+    jobs: list[str]
+    got: dict[str, list[int]] = field(default_factory=dict)
+    ended: dict[str, str] = field(default_factory=dict)
+    cursor: str | None = None
+    connections: int = 0
+
+    def positions(self) -> str:
+        return ",".join(self.jobs)
+
+    async def read(self, start: str | None = None, limit: int | None = None) -> int:
+        """One connection: from ``start`` (a ``jobs`` value with positions) or the
+        cursor, until the server ends it or ``limit`` messages; how many arrived."""
+        params = {"jobs": start or self.positions()}
+        headers = {"Last-Event-ID": self.cursor} if self.cursor else None
+        self.connections += 1
+        count = 0
+        async for message in sse_messages(
+            self.base, "/api/v1/streams/events", self.key, params, headers
+        ):
+            body = message.json()
+            if message.event == "_end":
+                self.ended[body["job_id"]] = body["reason"]
+            elif message.event == "_error":
+                raise AssertionError(f"unexpected refusal: {body}")
+            else:
+                assert body["type"] == message.event
+                self.got.setdefault(body["job_id"], []).append(body["index"])
+            self.cursor = message.id
+            count += 1
+            if limit is not None and count >= limit:
+                break
+        return count
+
+
+def parse_cursor(cursor: str) -> dict[str, int]:
+    """``ID:N,ID:N`` -> {ID: N}."""
+    found = {}
+    for part in cursor.split(","):
+        job_id, _, index = part.partition(":")
+        found[job_id] = int(index)
+    return found
+
+
+def frame_lines(frame: str | bytes) -> list[dict[str, Any]]:
+    assert isinstance(frame, str), "messages come in text frames"
+    return [json.loads(line) for line in frame.split("\n")]
