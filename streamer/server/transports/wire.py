@@ -51,6 +51,13 @@ class Wire(Protocol):
         """End the response (SSE) or close the socket with ``close`` (WebSocket)."""
 
 
+def _lost(conn: HTTPProtocol) -> bool:
+    """Closed, or closing: the peer has gone and ``connection_lost`` is on its way. The
+    members of a shared connection would otherwise each write to it once more."""
+    transport = conn.transport
+    return conn.closed or transport is None or transport.is_closing()
+
+
 class LeanChunks:
     """An SSE response on the lean server whose head is written."""
 
@@ -64,10 +71,11 @@ class LeanChunks:
         conn.on_lost.append(self._lost)
 
     def ready(self) -> bool:
-        return self.conn.writable and not self.conn.closed
+        return self.conn.writable and not _lost(self.conn)
 
     def write(self, message: bytes) -> None:
-        self.conn.write_chunk(message)
+        if not _lost(self.conn):
+            self.conn.write_chunk(message)
 
     async def drain(self) -> None:
         await self.conn.drain()
@@ -102,11 +110,11 @@ class LeanFrames:
 
     def ready(self) -> bool:
         ws = self.conn.websocket
-        return ws is not None and ws.writable
+        return ws is not None and ws.writable and not _lost(self.conn)
 
     def write(self, message: bytes) -> None:
         ws = self.conn.websocket
-        if ws is not None:
+        if ws is not None and not _lost(self.conn):
             ws.send(text_frame(message))
 
     async def drain(self) -> None:

@@ -1,0 +1,231 @@
+"""Several jobs on one stream (GET /api/v1/streams/events and its WebSocket), for real.
+
+The replay→live boundary, per job, on one connection: readers follow a random subset
+of up to 10 jobs being written, join at random cursors, drop at random moments and
+resume with the composite id; each sees each job's events exactly once, in index
+order. Then isolation (a foreign id is that job's 404 only), the limits (one stream
+against the user's limit, at most max_jobs_per_stream jobs), and the WebSocket's
+subscribe / unsubscribe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from streamer.server.settings import Settings
+
+from ..support.feeds import (
+    MultiReader,
+    StreamRefused,
+    frame_lines,
+    parse_cursor,
+    sse_messages,
+    ws_connect,
+)
+from ..support.live import LiveServer, serving, wait_until
+
+STREAM = "/api/v1/streams/events"
+STREAM_WS = "/api/v1/streams/events/ws"
+
+
+@pytest.fixture(params=[True, False], ids=["lean", "asgi"])
+async def server(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[LiveServer]:
+    async with serving(settings, lean=request.param) as live:
+        yield live
+
+
+async def produce(server: LiveServer, job: str, total: int, seed: int) -> None:
+    """``total`` log events in small random batches, then ``complete``."""
+    rng, client, sent = random.Random(seed), server.client(), 0
+    while sent < total:
+        n = min(rng.randint(1, 6), total - sent)
+        r = await client.post(
+            f"/api/v1/jobs/{job}/events",
+            json={"events": [{"data": f"{job} {sent + i}\n"} for i in range(n)]},
+        )
+        assert r.status_code == 201, r.text
+        sent += n
+        if rng.random() < 0.5:
+            await asyncio.sleep(0)
+    r = await client.post(f"/api/v1/jobs/{job}/events", json={"type": "complete", "success": True})
+    assert r.status_code == 201, r.text
+
+
+async def follow_until_done(reader: MultiReader, start: str, rng: random.Random) -> None:
+    """Connections that drop after a random number of messages, resumed with the
+    composite cursor, until the server ends the stream (every job complete)."""
+    first = True
+    while True:
+        limit = rng.randint(5, 80)
+        try:
+            count = await reader.read(start if first else None, limit)
+        except StreamRefused as refused:
+            assert refused.status == 204, refused.body  # every job already past its end
+            return
+        first = False
+        if count < limit:
+            return  # the server ended it: every job has ended
+
+
+async def test_readers_of_random_subsets_get_each_job_exactly_once(server: LiveServer) -> None:
+    """12 jobs written at once; 24 readers, each of a random subset of up to 10, joining
+    at random cursors mid-write, dropping and resuming with the composite id."""
+    rng = random.Random(20261215)
+    client = server.client()
+    jobs = [await server.create_job(client, name=f"m{i}") for i in range(12)]
+    totals = {job: rng.randint(50, 250) for job in jobs}
+    producers = [asyncio.create_task(produce(server, j, totals[j], i)) for i, j in enumerate(jobs)]
+    readers: list[tuple[MultiReader, dict[str, int], asyncio.Task[None]]] = []
+    for i in range(24):
+        subset = rng.sample(jobs, rng.randint(1, 10))
+        starts = {}
+        for job in subset:
+            head = (await client.get(f"/api/v1/jobs/{job}")).json()["event_count"]
+            starts[job] = rng.randint(0, head)
+        start = ",".join(f"{job}:{index}" for job, index in starts.items())
+        reader = MultiReader(server.url, server.key, subset)
+        readers.append((reader, starts, asyncio.create_task(follow_until_done(reader, start, rng))))
+        await asyncio.sleep(rng.random() * 0.02)
+    async with asyncio.timeout(90):
+        await asyncio.gather(*producers)
+        await asyncio.gather(*(task for _, _, task in readers))
+    for reader, starts, _ in readers:
+        for job, start in starts.items():
+            got = reader.got.get(job, [])
+            assert got == list(range(start, totals[job] + 1)), (
+                f"{job} from {start}: {len(got)} events, first {got[:3]}, last {got[-3:]}"
+            )
+            # Its _end, unless the drop came right after its last event and the resume
+            # found every job past its end (204).
+            assert reader.ended.get(job, "complete") == "complete"
+        assert reader.cursor is not None
+        assert parse_cursor(reader.cursor) == {job: totals[job] + 1 for job in starts}
+    assert sum(reader.connections for reader, _, _ in readers) > len(readers)
+    await wait_until(lambda: server.resources.hub.subscriber_count == 0)
+    await wait_until(lambda: not server.resources.streams.groups)
+
+
+async def test_a_foreign_or_missing_job_is_refused_alone(server: LiveServer) -> None:
+    other = server.client(await server.new_user("other"))
+    theirs = await server.create_job(other, name="theirs")
+    mine = await server.create_job(name="mine")
+    await server.client().post(f"/api/v1/jobs/{mine}/events", json={"data": "hi\n"})
+    reader = MultiReader(server.url, server.key, [theirs, mine, "nosuchjob12345"])
+    messages = []
+    async with asyncio.timeout(10):
+        async for message in sse_messages(
+            server.url, STREAM, server.key, {"jobs": reader.positions()}
+        ):
+            messages.append(message)
+            if message.event == "log":
+                break
+    errors = [m.json() for m in messages if m.event == "_error"]
+    assert [(e["job_id"], e["problem"]["status"]) for e in errors] == [
+        (theirs, 404),
+        ("nosuchjob12345", 404),
+    ]
+    assert errors[0]["problem"] == errors[1]["problem"]  # the same 404 for both
+    assert messages[-1].json()["job_id"] == mine and messages[-1].id == f"{mine}:1"
+    only_theirs = await server.client().get(STREAM, params={"jobs": theirs})
+    assert only_theirs.status_code == 404 and only_theirs.json()["detail"] == "job not found"
+
+
+async def test_bad_input_and_the_limits(settings: Settings) -> None:
+    limited = settings.replace(max_streams_per_user=2, max_jobs_per_stream=50)
+    async with serving(limited) as server:
+        client = server.client()
+        jobs = [await server.create_job(client, name=f"j{i}") for i in range(51)]
+        for params, field in (
+            ({}, "jobs"),
+            ({"jobs": ""}, "jobs"),
+            ({"jobs": f"{jobs[0]},{jobs[0]}"}, "jobs"),
+            ({"jobs": f"{jobs[0]}:x"}, "jobs"),
+            ({"jobs": "a b"}, "jobs"),
+            ({"jobs": ",".join(jobs)}, "jobs"),  # 51 > max_jobs_per_stream
+        ):
+            r = await client.get(STREAM, params=params)
+            assert r.status_code == 400 and r.json()["field"] == field, (params, r.text)
+        bad_cursor = await client.get(
+            STREAM, params={"jobs": jobs[0]}, headers={"Last-Event-ID": "nope:"}
+        )
+        assert bad_cursor.status_code == 400 and bad_cursor.json()["field"] == "Last-Event-ID"
+        assert (await client.get(STREAM, params={"jobs": f"{jobs[0]}:5"})).status_code == 416
+        # 50 jobs on one connection are one stream; a second stream fits, a third does not.
+        fifty = asyncio.create_task(MultiReader(server.url, server.key, jobs[:50]).read())
+        await wait_until(lambda: server.resources.streams.groups != set())
+        group = next(iter(server.resources.streams.groups))
+        await wait_until(lambda: group.members == 50)
+        assert server.resources.streams.slots.count(1) == 1
+        single = server.sse(jobs[50])
+        single_task = asyncio.create_task(single.collect(limit=1))
+        await wait_until(lambda: server.resources.streams.slots.count(1) == 2)
+        third = await client.get(STREAM, params={"jobs": jobs[0]})
+        assert third.status_code == 429, third.text
+        for job in jobs:
+            await client.patch(f"/api/v1/jobs/{job}", json={"status": "cancelled"})
+        async with asyncio.timeout(10):
+            await asyncio.gather(fifty, single_task)
+        await wait_until(lambda: server.resources.streams.slots.count(1) == 0)
+
+
+async def test_a_deleted_job_ends_alone_and_an_ended_set_is_204(server: LiveServer) -> None:
+    client = server.client()
+    a, b = await server.create_job(client), await server.create_job(client)
+    reader = MultiReader(server.url, server.key, [a, b])
+    task = asyncio.create_task(reader.read())
+    await wait_until(lambda: server.resources.hub.subscriber_count == 2)
+    await client.delete(f"/api/v1/jobs/{a}")
+    await wait_until(lambda: a in reader.ended)
+    assert reader.ended == {a: "deleted"} and not task.done()
+    await client.post(f"/api/v1/jobs/{b}/events", json={"type": "complete", "success": True})
+    async with asyncio.timeout(10):
+        await task
+    assert reader.ended == {a: "deleted", b: "complete"} and reader.got == {b: [0]}
+    again = await client.get(STREAM, params={"jobs": b}, headers={"Last-Event-ID": f"{b}:1"})
+    assert again.status_code == 204
+
+
+async def test_websocket_subscribes_and_unsubscribes_without_reconnecting(
+    server: LiveServer,
+) -> None:
+    client = server.client()
+    a, b, c = [await server.create_job(client, name=n) for n in "abc"]
+    for job in (a, b):
+        await client.post(f"/api/v1/jobs/{job}/events", json={"data": f"{job} 0\n"})
+    got: list[dict[str, Any]] = []
+
+    async def until(ws: Any, predicate: Any) -> None:
+        async with asyncio.timeout(10):
+            while not any(predicate(m) for m in got):
+                got.extend(frame_lines(await ws.recv()))
+
+    async with ws_connect(server.ws_url, STREAM_WS, server.key, {"jobs": a}) as ws:
+        await until(ws, lambda m: m.get("job_id") == a and m.get("index") == 0)
+        await ws.send('{"subscribe": "%s", "from_index": 1}' % b)  # noqa: UP031
+        await ws.send('{"subscribe": "%s", "tail": 1}' % b)  # noqa: UP031 - already: 409
+        await ws.send('{"subscribe": "nosuchjob12345"}')
+        await ws.send('{"subscribe": 5}')
+        await until(ws, lambda m: m.get("type") == "_error" and m["problem"]["status"] == 400)
+        await client.post(f"/api/v1/jobs/{b}/events", json={"data": f"{b} 1\n"})
+        await until(ws, lambda m: m.get("job_id") == b and m.get("index") == 1)
+        await ws.send('{"unsubscribe": "%s"}' % a)  # noqa: UP031
+        await until(ws, lambda m: m.get("type") == "_end" and m["job_id"] == a)
+        await client.post(f"/api/v1/jobs/{a}/events", json={"data": "unseen\n"})
+        await ws.send('{"subscribe": "%s"}' % c)  # noqa: UP031
+        await client.post(f"/api/v1/jobs/{c}/events", json={"type": "complete", "success": True})
+        await until(ws, lambda m: m.get("type") == "_end" and m["job_id"] == c)
+    events = [(m["job_id"], m["index"]) for m in got if "index" in m]
+    assert events == [(a, 0), (b, 1), (c, 0)]
+    controls = [(m["type"], m["job_id"]) for m in got if "index" not in m]
+    assert controls[0] == ("_subscribed", a) and ("_subscribed", b) in controls
+    errors = {m["job_id"]: m["problem"]["status"] for m in got if m.get("type") == "_error"}
+    assert errors == {b: 409, "nosuchjob12345": 404, None: 400}
+    ends = {m["job_id"]: (m["reason"], m["next_index"]) for m in got if m.get("type") == "_end"}
+    assert ends == {a: ("unsubscribed", 1), c: ("complete", 1)}
+    await wait_until(lambda: not server.resources.streams.groups)
+    await wait_until(lambda: server.resources.hub.subscriber_count == 0)
