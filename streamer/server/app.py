@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -25,6 +25,7 @@ from ..core import changes as feed
 from ..core import retention
 from ..core.errors import StreamerError, Unavailable
 from ..core.hub import Hub
+from ..core.models import Event
 from ..core.ports import Storage
 from ..storage import open_storage
 from . import access_log, api, metrics, openapi
@@ -146,15 +147,22 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
             max_bytes=settings.live_buffer_bytes,
             tick_every=min(settings.keepalive_seconds, settings.send_timeout_seconds) / 3,
         )
-        store.on_commit = hub.publish
         await store.open()
         res = Resources.build(settings, store, hub)
         app.state.resources = res
         app.state.metrics = metrics.registry_for(res)
 
+        def publish(key: str, entries: Sequence[Event]) -> None:
+            """Jobs' events and feeds' changes alike; the changes counted apart."""
+            if feed.feed_user(key) is not None:
+                res.changes_published += len(entries)
+            hub.publish(key, entries)
+
+        store.on_commit = publish  # before the first request, so before any commit
+
         async def feed_hub() -> None:
             async for job_id, events in store.watch():
-                hub.publish(job_id, events)
+                publish(job_id, events)
 
         tasks = [
             asyncio.create_task(feed_hub(), name="streamer-watch"),

@@ -34,6 +34,7 @@ class Resources:
     auth: Authenticator
     append_rate: AppendRate
     append_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    changes_published: int = 0  # change-feed entries handed to the hub (apart from events)
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage, hub: Hub) -> Resources:

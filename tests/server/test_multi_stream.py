@@ -81,7 +81,7 @@ async def test_readers_of_random_subsets_get_each_job_exactly_once(server: LiveS
     totals = {job: rng.randint(50, 250) for job in jobs}
     producers = [asyncio.create_task(produce(server, j, totals[j], i)) for i, j in enumerate(jobs)]
     readers: list[tuple[MultiReader, dict[str, int], asyncio.Task[None]]] = []
-    for i in range(24):
+    for _i in range(24):
         subset = rng.sample(jobs, rng.randint(1, 10))
         starts = {}
         for job in subset:
