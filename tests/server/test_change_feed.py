@@ -9,8 +9,6 @@ storage's, and no connection repeats or misses a change it should carry.
 from __future__ import annotations
 
 import asyncio
-import json
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +18,17 @@ import pytest
 from streamer.core.changes import feed_key
 from streamer.server.settings import Settings
 
-from ..support.feeds import FeedView, StreamRefused, frame_lines, sse_messages, ws_connect
+from ..support.feeds import (
+    LAST,
+    FeedReader,
+    FeedView,
+    StreamRefused,
+    all_jobs,
+    frame_lines,
+    random_writes,
+    sse_messages,
+    ws_connect,
+)
 from ..support.live import LiveServer, serving, wait_until
 
 FEED = "/api/v1/jobs/changes"
@@ -160,84 +168,49 @@ async def test_a_feed_is_one_stream_against_the_limit(settings: Settings) -> Non
 # --- the random test --------------------------------------------------------------------
 
 
-async def produce(server: LiveServer, seed: int, ops: int) -> None:
-    """Random creates, status changes, appends and deletes."""
-    rng, client, mine = random.Random(seed), server.client(), []
-    for _ in range(ops):
-        roll = rng.random()
-        if roll < 0.25 or not mine:
-            mine.append(await server.create_job(client, name=f"p{seed}"))
-            continue
-        job = rng.choice(mine)
-        if roll < 0.6:
-            r = await client.post(
-                f"/api/v1/jobs/{job}/events",
-                json={"events": [{"data": f"{i}\n"} for i in range(rng.randint(1, 3))]},
-            )
-        elif roll < 0.85:
-            status = rng.choice(["running", "completed", "failed", "cancelled"])
-            r = await client.patch(f"/api/v1/jobs/{job}", json={"status": status})
-        else:
-            r = await client.delete(f"/api/v1/jobs/{job}")
-            mine.remove(job)
-        assert r.status_code in (201, 200, 204, 409), r.text
-        if rng.random() < 0.3:
-            await asyncio.sleep(rng.random() * 0.02)
-
-
-class Reader:
-    """Drops its connection after a random number of changes and resumes at a random
-    sequence number it has seen (its last, or an earlier one)."""
-
-    def __init__(self, server: LiveServer, seed: int) -> None:
-        self.server, self.rng = server, random.Random(seed)
-        self.view = FeedView()
-        self.connections: list[tuple[int, list[int]]] = []  # (resumed after, seqs carried)
-
-    async def run(self, done: asyncio.Event, head: list[int]) -> None:
-        point: int | None = None
-        while not (done.is_set() and self.view.last >= head[0]):
-            params = {"snapshot": "true"} if point is None else {}
-            headers = {"Last-Event-ID": str(point)} if point is not None else None
-            carried: list[int] = []
-            limit = self.rng.randint(1, 20)
-            async for message in sse_messages(
-                self.server.url, FEED, self.server.key, params, headers
-            ):
-                self.view.apply(message)
-                carried.append(int(message.id or 0))
-                if len(carried) >= limit or (done.is_set() and self.view.last >= head[0]):
-                    break
-            self.connections.append((point if point is not None else carried[0] - 1, carried))
-            point = self.rng.choice([self.view.last, self.rng.randint(0, self.view.last)])
-
-
 async def test_random_writers_and_resuming_readers_end_with_storage_s_list(
     server: LiveServer,
 ) -> None:
-    done, head = asyncio.Event(), [0]
-    readers = [Reader(server, seed) for seed in range(4)]
-    tasks = [asyncio.create_task(r.run(done, head)) for r in readers]
+    """3 writers, 4 readers dropping and resuming at random sequence numbers; then the
+    trailing growth of every job is recorded by the sweep, and one last job created:
+    each reader's list equals storage's, event counts included."""
+    readers = [FeedReader([server.url], server.key, seed) for seed in range(4)]
+    tasks = [asyncio.create_task(r.run()) for r in readers]
     async with asyncio.timeout(90):
-        await asyncio.gather(*(produce(server, seed, 40) for seed in range(3)))
+        await asyncio.gather(*(random_writes(server.client(), seed, 40) for seed in range(3)))
         changes_of = server.resources.storage.changes
         while await changes_of.pending_growth(2**62, 10):  # the trailing growth sweep
             await asyncio.sleep(0.02)
-        # One last change, announced first: a reader waiting on a quiet feed wakes for it.
-        head[0] = (await changes_of.head(1))[0] + 1
-        done.set()
-        await server.create_job(name="last")
+        await server.create_job(name=LAST)
         await asyncio.gather(*tasks)
-    _, jobs = await changes_of.snapshot(1, 10_000)
-    truth = {job.id: json.loads(json.dumps(job.public())) for job in jobs}
-    kept = [e.index for e in await changes_of.read_events(feed_key(1), 0, 100_000)]
+    # What storage keeps now: a grew change superseded meanwhile is gone (every change
+    # carries the whole job), and a reader that read after that never saw it.
+    kept = [e.index for e in await changes_of.read_rows(feed_key(1), 0, 100_000)]
+    truth = await all_jobs(server.client())
     for reader in readers:
-        assert reader.view.jobs == truth
-        for after, carried in reader.connections:
-            assert carried == sorted(set(carried)) and all(s > after for s in carried)
-            missing = [s for s in kept if after < s <= carried[-1] and s not in carried]
-            assert not missing, f"a connection resumed after {after} skipped {missing}"
+        reader.check(truth, kept)
     assert len(kept) > 50
+
+
+async def test_the_last_growth_of_a_burst_arrives(settings: Settings) -> None:
+    """Appends inside the growth interval record nothing; the sweep records the last."""
+    async with serving(settings.replace(feed_growth_interval_seconds=1.0)) as server:
+        client = server.client()
+        job = await server.create_job(client)
+        got: list[Any] = []
+
+        async def read() -> None:
+            async for message in sse_messages(server.url, FEED, server.key, {"after": "1"}):
+                got.append(message.json())
+                if message.json()["job"]["event_count"] == 21:
+                    return
+
+        reader = asyncio.create_task(read())
+        for i in range(21):  # the first starts the job (updated), the rest are held back
+            await client.post(f"/api/v1/jobs/{job}/events", json={"data": f"{i}\n"})
+        async with asyncio.timeout(10):
+            await reader
+    assert [(c["type"], c["job"]["event_count"]) for c in got] == [("updated", 1), ("grew", 21)]
 
 
 async def test_a_refused_stream_says_why(live_server: LiveServer) -> None:

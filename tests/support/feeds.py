@@ -10,6 +10,7 @@ events arrive exactly once, in index order.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,3 +138,87 @@ def parse_cursor(cursor: str) -> dict[str, int]:
 def frame_lines(frame: str | bytes) -> list[dict[str, Any]]:
     assert isinstance(frame, str), "messages come in text frames"
     return [json.loads(line) for line in frame.split("\n")]
+
+
+# --- the change feed under random writes ------------------------------------------------
+
+FEED = "/api/v1/jobs/changes"
+LAST = "the-last-job"  # the name of the job created after every other write
+
+
+async def random_writes(client: httpx.AsyncClient, seed: int, ops: int) -> None:
+    """Random creates, status changes, appends and deletes through one client."""
+    rng, mine = random.Random(seed), []
+    for _ in range(ops):
+        roll = rng.random()
+        if roll < 0.25 or not mine:
+            r = await client.post("/api/v1/jobs", json={"name": f"p{seed}"})
+            mine.append(r.json()["id"])
+            continue
+        job = rng.choice(mine)
+        if roll < 0.6:
+            events = [{"data": f"{i}\n"} for i in range(rng.randint(1, 3))]
+            r = await client.post(f"/api/v1/jobs/{job}/events", json={"events": events})
+        elif roll < 0.85:
+            status = rng.choice(["running", "completed", "failed", "cancelled"])
+            r = await client.patch(f"/api/v1/jobs/{job}", json={"status": status})
+        else:
+            r = await client.delete(f"/api/v1/jobs/{job}")
+            mine.remove(job)
+        assert r.status_code in (201, 200, 204, 409), r.text
+
+
+async def all_jobs(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    """The caller's jobs, every page, by id."""
+    jobs: dict[str, dict[str, Any]] = {}
+    cursor = None
+    while True:
+        params = {"limit": "200", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/api/v1/jobs", params=params)).json()
+        jobs.update({job["id"]: job for job in page["jobs"]})
+        cursor = page["next_cursor"]
+        if not cursor:
+            return jobs
+
+
+class FeedReader:
+    """Keeps a job list from the feed; drops each connection after a random number of
+    changes and resumes at a random sequence number it has seen (its last, or one of
+    the 30 before), on a random one of ``urls`` (the nodes); done once it has seen the
+    job named ``LAST``."""
+
+    def __init__(self, urls: list[str], key: str, seed: int) -> None:
+        self.urls, self.key, self.rng = urls, key, random.Random(seed)
+        self.view = FeedView()
+        self.connections: list[tuple[int, list[int]]] = []  # (resumed after, seqs carried)
+        self.nodes: list[str] = []  # the node of each connection
+
+    def done(self) -> bool:
+        return any(job["name"] == LAST for job in self.view.jobs.values())
+
+    async def run(self) -> None:
+        point: int | None = None
+        while not self.done():
+            params = {"snapshot": "true"} if point is None else {}
+            headers = {"Last-Event-ID": str(point)} if point is not None else None
+            carried: list[int] = []
+            limit = self.rng.randint(1, 20)
+            url = self.rng.choice(self.urls)
+            self.nodes.append(url)
+            async for message in sse_messages(url, FEED, self.key, params, headers):
+                self.view.apply(message)
+                carried.append(int(message.id or 0))
+                if len(carried) >= limit or self.done():
+                    break
+            self.connections.append((point if point is not None else carried[0] - 1, carried))
+            last = self.view.last  # usually where it stopped, sometimes a little before
+            point = last if self.rng.random() < 0.6 else self.rng.randint(max(0, last - 30), last)
+
+    def check(self, truth: dict[str, dict[str, Any]], kept: list[int]) -> None:
+        """The list equals ``truth``; each connection carried its changes once, in
+        order, and none of the ``kept`` ones in its range is missing."""
+        assert self.view.jobs == truth
+        for (after, carried), node in zip(self.connections, self.nodes, strict=True):
+            assert carried == sorted(set(carried)) and all(s > after for s in carried)
+            missing = [s for s in kept if after < s <= carried[-1] and s not in carried]
+            assert not missing, f"resumed after {after} on {node}: skipped {missing} ({carried})"
