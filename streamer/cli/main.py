@@ -126,9 +126,11 @@ def _client_parsers(sub: Any) -> None:
         "follow",
         parents=[common],
         help="print a job's log live; exit 0 if it succeeded, 1 if it failed",
-        description="Print a job's log as it is written, reconnecting and resuming by itself.",
+        description="Print a job's log as it is written, reconnecting and resuming by itself. "
+        "Several jobs: their lines interleaved, each behind its job's name, over one "
+        "connection; the exit status is the worst of theirs.",
     )
-    follow.add_argument("job_id")
+    follow.add_argument("job_id", nargs="+")
     start = follow.add_mutually_exclusive_group()
     start.add_argument("--from-index", type=_count, metavar="N", help="start at event N")
     start.add_argument("--tail", type=_count, metavar="N", help="start N events before the end")
@@ -153,6 +155,12 @@ def _client_parsers(sub: Any) -> None:
     jlist.add_argument("--status", choices=STATUSES)
     jlist.add_argument("--limit", type=_count, default=20, help="at most this many (default 20)")
     jlist.add_argument("--json", action="store_true")
+    watch = jobs.add_parser(
+        "watch", parents=[common], help="print changes of your jobs as they happen"
+    )
+    watch.add_argument("--json", action="store_true", help="each change's JSON, one per line")
+    watch.add_argument("--after", type=_count, metavar="SEQ", help="from after change SEQ")
+    watch.add_argument("--snapshot", action="store_true", help="list the jobs first")
     for action, text in (("show", "one job"), ("cancel", "cancel a queued or running job")):
         parser = jobs.add_parser(action, parents=[common], help=text)
         parser.add_argument("job_id")
@@ -199,6 +207,25 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def cmd_follow(args: argparse.Namespace) -> int:
+    if len(args.job_id) > 1:
+        from .watch import follow_many
+
+        async def follow_logs() -> int:
+            async with _client(args) as client:
+                return await follow_many(
+                    client,
+                    args.job_id,
+                    sys.stdout,
+                    from_index=args.from_index,
+                    tail=args.tail,
+                    color=use_color(args.color, sys.stdout),
+                    as_json=args.json,
+                    err=sys.stderr,
+                )
+
+        return asyncio.run(follow_logs())
+    args.job_id = args.job_id[0]
+
     async def follow_log() -> int:
         out = sys.stdout
         printer = LogPrinter(
