@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -413,8 +414,12 @@ class StreamerServer(Server):
         pg_admin: str | None = None,
         pg_db: PostgresDatabase | None = None,
         key: str = "",
+        fd_limit: int | None = None,
+        exe: Path | None = None,
     ) -> None:
         super().__init__(workdir)
+        self.fd_limit = fd_limit  # RLIMIT_NOFILE (soft and hard) for the server process
+        self.exe = exe or Path(sys.executable).with_name("streamer")
         self.pg = pg_db
         self.own_pg = pg_db is None and pg_admin is not None
         if self.own_pg:
@@ -437,18 +442,18 @@ class StreamerServer(Server):
             # A first start prints an admin key only on an empty database; a cluster's
             # second node would not, so on PostgreSQL the key always comes from the CLI.
             self.key = self.pg.user_key()
-        exe = Path(sys.executable).with_name("streamer")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **BENCH_ENV, **self.env}
         for name in ("STREAMER_DB", "STREAMER_URL", "STREAMER_API_KEY"):
             env.pop(name, None)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [str(exe), "serve", "--db", self.db, "--port", str(self.port)]
+                [str(self.exe), "serve", "--db", self.db, "--port", str(self.port)]
                 + ["--log-level", "warning"],
                 env=env,
                 stdout=out,
                 stderr=out,
                 cwd=self.workdir,
+                preexec_fn=self._limit_fds if self.fd_limit else None,  # noqa: PLW1509
             )
         self._wait_ready("/readyz")
         if not self.key:
@@ -459,6 +464,11 @@ class StreamerServer(Server):
         self.client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
         )
+
+    def _limit_fds(self) -> None:
+        """In the child, before exec: a descriptor limit the server cannot raise."""
+        assert self.fd_limit is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     def stop(self) -> None:
         if self.client is not None:
@@ -490,6 +500,12 @@ class StreamerServer(Server):
         response.raise_for_status()
         job_id: str = response.json()["id"]
         return job_id
+
+    def append(self, job_id: str, events: list[dict[str, Any]]) -> None:
+        assert self.client is not None
+        self.client.post(
+            f"/api/v1/jobs/{job_id}/events", json={"events": events}
+        ).raise_for_status()
 
     def event_count(self, job_id: str) -> int:
         assert self.client is not None

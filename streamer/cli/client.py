@@ -33,7 +33,9 @@ import httpx
 import orjson
 import platformdirs
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from ..server.settings import CLIENT_SETTINGS
+
+DEFAULT_URL = str(CLIENT_SETTINGS[0].default)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 FIRST_CONTACT_BUDGET = 10.0
 READ_TIMEOUT = 45.0  # three keepalive periods: a silent connection is a dead one
@@ -77,7 +79,7 @@ def load_client_settings(url: str | None = None, api_key: str | None = None) -> 
         try:
             file = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ClientError(f"cannot read {path}: {exc}") from exc
+            raise ClientError(f"cannot read the config file {path}: {exc}", usage=True) from exc
     url = url or os.environ.get("STREAMER_URL") or file.get("url") or DEFAULT_URL
     api_key = api_key or os.environ.get("STREAMER_API_KEY") or file.get("api_key")
     return ClientSettings(str(url).rstrip("/"), str(api_key) if api_key else None)
@@ -95,8 +97,42 @@ def problem_of(response: httpx.Response) -> ClientError:
     return ClientError(f"{detail} (HTTP {response.status_code})", status=response.status_code)
 
 
-def _describe(exc: httpx.TransportError) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, in the system's words: ``connection refused``.
+
+    httpx's own text depends on the backend (``[Errno 111] Connection refused``, or
+    anyio's ``All connection attempts failed``); the errno at the root of the chain
+    says the same thing every time.
+    """
+    text, depth = "", 0
+    seen: BaseException | None = exc
+    while seen is not None and depth < 10:
+        if isinstance(seen, OSError) and seen.errno:
+            text = os.strerror(seen.errno) if seen.errno > 0 else seen.strerror or ""
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
+    if not text:
+        text = str(exc).strip()
+        if text.startswith("[Errno") and "] " in text:
+            text = text.split("] ", 1)[1]
+    return text[:1].lower() + text[1:] if text else type(exc).__name__
+
+
+# First match wins: the specific failures before the families they belong to.
+PLAIN_WORDS: tuple[tuple[type[httpx.TransportError], str], ...] = (
+    (httpx.ConnectTimeout, "no answer from {url} (connecting timed out)"),
+    (httpx.ConnectError, "cannot connect to {url} ({reason})"),
+    (httpx.ReadTimeout, "{url} sent nothing for {read:g} s"),
+    (httpx.TimeoutException, "{url} did not answer in time"),
+    (httpx.RemoteProtocolError, "{url} closed the connection in the middle of a response"),
+    (httpx.UnsupportedProtocol, "{url} is not an http:// or https:// URL"),
+    (httpx.TransportError, "the connection to {url} was lost ({reason})"),
+)
+
+
+def describe(exc: httpx.TransportError, url: str) -> str:
+    """What went wrong with the connection, in plain words, naming the server."""
+    text = next(text for kind, text in PLAIN_WORDS if isinstance(exc, kind))
+    return text.format(url=url, reason=_reason(exc), read=READ_TIMEOUT)
 
 
 class Backoff:
@@ -127,7 +163,7 @@ class Backoff:
             if self.notice is not None:
                 self.notice(f"{reason}; retrying for up to {budget:g}s")
         if now - self.since >= budget:
-            raise Unreachable(f"{reason} (gave up after {now - self.since:.1f}s)")
+            raise Unreachable(f"{reason}; gave up after {now - self.since:.1f}s")
         delay = min(self.cap, self.base * 2**self.attempt)
         self.attempt += 1
         # "Equal jitter": never a hammering zero delay, never a synchronised herd.
@@ -211,7 +247,11 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not settings.api_key:
-            raise ClientError("no API key: pass --api-key or set STREAMER_API_KEY", usage=True)
+            raise ClientError(
+                "no API key: set STREAMER_API_KEY (`streamer serve` prints the first one; "
+                "`streamer keys create` makes more) or pass --api-key",
+                usage=True,
+            )
         if not settings.url.startswith(("http://", "https://")):
             raise ClientError(
                 f"--url must start with http:// or https://, not {settings.url!r}", usage=True
@@ -265,14 +305,21 @@ class Client:
                 )
             except httpx.TransportError as exc:
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if isinstance(exc, httpx.UnsupportedProtocol) or not (idempotent or unsent):
-                    raise ClientError(f"{method} {path}: {_describe(exc)}") from exc
-                await backoff.wait(f"cannot reach {self.settings.url}: {_describe(exc)}")
+                what = describe(exc, self.settings.url)
+                if isinstance(exc, httpx.UnsupportedProtocol):
+                    raise ClientError(what, usage=True) from exc
+                if not (idempotent or unsent):
+                    raise ClientError(
+                        f"{what}; it may or may not have done {method} {path}"
+                    ) from exc
+                await backoff.wait(what)
                 continue
             self.contacted = True
             status = response.status_code
             if status in RETRY_STATUSES and (idempotent or status == 503):
-                await backoff.wait(f"{method} {path}: HTTP {status}")
+                await backoff.wait(
+                    f"{self.settings.url} answered {method} {path} with HTTP {status}"
+                )
                 continue
             if status >= 400 and status not in accept:
                 raise problem_of(response)
@@ -300,7 +347,7 @@ class Client:
                 params["from_index"] = "0"
             elif tail is not None:
                 params["tail"] = str(tail)
-            reason = "the stream ended before the job completed"
+            reason = f"{self.settings.url} ended the stream before the job completed"
             try:
                 async with self.http.stream(
                     "GET",
@@ -314,7 +361,7 @@ class Client:
                         return
                     if response.status_code in RETRY_STATUSES:
                         await response.aread()
-                        raise _Retry(f"HTTP {response.status_code}")
+                        raise _Retry(f"{self.settings.url} answered HTTP {response.status_code}")
                     if response.status_code >= 400:
                         await response.aread()
                         raise problem_of(response)
@@ -345,10 +392,9 @@ class Client:
                         if gap is not None:
                             raise _Retry(gap)
             except httpx.TransportError as exc:
+                reason = describe(exc, self.settings.url)
                 if isinstance(exc, httpx.UnsupportedProtocol):
-                    raise ClientError(_describe(exc)) from exc
-                lost = "cannot reach" if isinstance(exc, httpx.ConnectError) else "lost"
-                reason = f"connection to {self.settings.url} {lost}: {_describe(exc)}"
+                    raise ClientError(reason, usage=True) from exc
             except _Retry as exc:
                 reason = str(exc)
             await backoff.wait(reason)

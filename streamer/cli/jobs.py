@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from . import exits
 from .client import Client
 from .terminal import sanitize
 
@@ -93,11 +94,13 @@ async def list_jobs(
 async def jobs_command(client: Client, args: argparse.Namespace, print_rows: PrintRows) -> int:
     if args.action == "list":
         jobs = await list_jobs(client, args.status, args.limit)
-        if args.json:
+        if args.quiet:
+            print("".join(f"{job['id']}\n" for job in jobs), end="")
+        elif args.json:
             print_rows(jobs, True, COLUMNS)
         else:
             print_rows([summary(job) for job in jobs], False, COLUMNS)
-        return 0
+        return exits.OK
     if args.action == "watch":
         from .watch import watch_jobs
 
@@ -110,11 +113,18 @@ async def jobs_command(client: Client, args: argparse.Namespace, print_rows: Pri
         )
         if response.status_code == 409:
             job = await client.get_job(args.job_id)
-            print(f"streamer: job {args.job_id} is already {job['status']}", file=sys.stderr)
-            return 1
+            if job["status"] == "cancelled":  # idempotent: the work is done
+                print(f"job {args.job_id} was already cancelled", file=sys.stderr)
+                return exits.OK
+            print(
+                f"streamer: job {args.job_id} has already {job['status']}; only a queued or "
+                "running job can be cancelled",
+                file=sys.stderr,
+            )
+            return exits.FAILED
         job = response.json()
     if args.json:
         print(orjson.dumps(job).decode())
     else:
         show(job)
-    return 0
+    return exits.OK

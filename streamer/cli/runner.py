@@ -33,7 +33,9 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
+from . import exits
 from .client import Client, ClientError
+from .terminal import program
 from .upload import JobClosed, LineBuffer, Uploader, decode_data, encode_log
 
 CHUNK = 64 * 1024
@@ -41,7 +43,6 @@ MAX_PIECE = 64 * 1024  # characters; a longer line is sent in pieces, well under
 LINGER = 0.1
 BUFFER_BYTES = 8 * 1024 * 1024
 EXIT_GRACE = 2.0  # after CMD exits, how long its pipes may stay open (background children)
-EXIT_FAILED, EXIT_UNREACHABLE = 1, 3
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -79,7 +80,7 @@ class Runner:
         )
         job_id: str = response.json()["id"]
         url = self.client.settings.url
-        self.notice(f"job {job_id}; watch it with: streamer follow --url {url} {job_id}")
+        self.notice(f"job {job_id}; follow it with: {program()} follow {job_id}")
         job = (
             await self.client.request("PATCH", f"/jobs/{job_id}", json={"status": "running"})
         ).json()
@@ -202,9 +203,9 @@ class Runner:
     async def _finish(self, uploader: Uploader, job_id: str, code: int) -> int:
         status = 128 - code if code < 0 else code
         if isinstance(self.failure, JobClosed):
-            return EXIT_FAILED
+            return exits.FAILED
         if self.failure is not None:
-            return EXIT_UNREACHABLE
+            return exits.UNREACHABLE
         try:
             if self.interrupted is not None:
                 await self.client.request(
@@ -218,7 +219,7 @@ class Runner:
             await uploader.complete(code == 0)
         except ClientError as exc:
             self.notice(f"cannot complete job {job_id}: {exc.message}")
-            return EXIT_UNREACHABLE
+            return exits.UNREACHABLE
         return status
 
     def _signal(self, sig: int) -> None:

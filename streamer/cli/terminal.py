@@ -1,36 +1,48 @@
 """Printing remote log text on a local terminal without letting it take the terminal over.
 
 A job's log is written by whatever ran the job, so a CLI that prints it verbatim lets
-that program move the cursor, clear the screen, rewrite lines already shown (a lone
-carriage return is enough), set the window title or hyperlinks (OSC), or answer-back
-tricks on some emulators. python-websockets' CLI escapes control characters before
-printing remote data for the same reason. The policy here:
+that program move the cursor, clear the screen, rewrite lines already shown, set the
+window title or hyperlinks (OSC), or answer-back tricks on some emulators.
+python-websockets' CLI escapes control characters before printing remote data for
+the same reason. The policy here:
 
 - ``\\n`` and ``\\t`` print as they are; so does ``\\r\\n``.
-- SGR (colour and style, ``ESC [ ... m``) and erase-to-end-of-line (``ESC [ K``,
-  which ``grep`` and ``gcc`` put after colours) pass through when colour is on, and
-  are removed when it is off.
-- Every other C0 or C1 control character, including a lone ``\\r`` and the ``ESC``
-  that starts cursor movement or OSC, is shown escaped (``\\x1b[2J``), so what the
-  log tried to do is visible and harmless.
+- SGR (colour and style, ``ESC [ ... m``) passes through when colour is on, and is
+  removed when it is off; so does erase-to-end-of-line (``ESC [ K``, which ``grep``
+  and ``gcc`` put after colours) in a pipe.
+- On a terminal, the controls that only edit the current line pass too: a lone
+  ``\\r``, backspace, erase-in-line (``ESC [ K``) and moves along the line
+  (``ESC [ n G|C|D``). They are what progress bars print, and the terminal then shows
+  each line in its last state, as the producer's terminal did (and as the dashboard
+  renders it); none of them can reach a line above. In a pipe they stay escaped, so
+  a file or ``grep`` sees every state.
+- Every other C0 or C1 control character, including the ``ESC`` that starts cursor
+  movement between lines or OSC, is shown escaped (``\\x1b[2J``), so what the log
+  tried to do is visible and harmless.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, TextIO
 
 import orjson
 
-# One alternation, tried left to right: allowed styling first, then a CRLF (kept),
-# then any single control character (escaped).
+# One alternation, tried left to right: styling, then a CRLF (kept), then the controls
+# that edit the current line, then any single control character (escaped).
 _TOKEN = re.compile(
-    r"(?P<style>\x1b\[[0-9;:]{0,32}m|\x1b\[0?K)"
+    r"(?P<style>\x1b\[[0-9;:]{0,32}m)"
     r"|(?P<crlf>\r\n)"
+    r"|(?P<line>\x1b\[[0-2]?K|\x1b\[[0-9]{0,4}[GCD]|\r|\x08)"
     r"|(?P<control>[\x00-\x08\x0b-\x1f\x7f-\x9f])"
 )
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Where a timestamp goes on a terminal: before text that starts a line, or that follows
+# a lone CR (which sent the cursor back over the previous stamp).
+_PIECES = re.compile(r"(\r\n|\n|\r)")
 _C1 = re.compile(r"[\x80-\x9f\u2028\u2029]")
 RESET = "\x1b[0m"
 
@@ -41,15 +53,21 @@ def _escaped(char: str) -> str:
     return f"\\x{ord(char):02x}"
 
 
-def sanitize(text: str, *, color: bool) -> str:
-    """``text`` made safe to print on a terminal; see the module docstring for the policy."""
+def sanitize(text: str, *, color: bool, terminal: bool = False) -> str:
+    """``text`` made safe to print; see the module docstring for the policy.
+
+    ``terminal``: the output is a terminal, which may apply the line-editing controls.
+    """
 
     def replace(match: re.Match[str]) -> str:
-        if match.lastgroup == "style":
-            return match.group() if color else ""
-        if match.lastgroup == "crlf":
-            return match.group()
-        return _escaped(match.group())
+        token, kind = match.group(), match.lastgroup
+        if kind == "style":
+            return token if color else ""
+        if kind == "crlf" or (kind == "line" and terminal):
+            return token
+        if kind == "line" and token.startswith("\x1b") and token.endswith("K"):
+            return token if color else ""  # travels with colours: grep, gcc
+        return _CONTROL.sub(lambda c: _escaped(c.group()), token)
 
     return _TOKEN.sub(replace, text)
 
@@ -90,36 +108,55 @@ class LogPrinter:
 
     ``--timestamps`` prefixes every line with the time of the event that starts it; an
     event whose data does not end a line continues the current one, so the printer
-    remembers whether it stands at the start of a line.
+    remembers whether it stands at the start of a line. On a terminal a lone ``\\r``
+    goes back over the stamp, so the text after it gets the stamp again (unless a
+    ``\\n`` follows: that is a CRLF cut in two by the producer's events).
     """
 
     def __init__(
-        self, out: TextIO, *, color: bool, timestamps: bool = False, as_json: bool = False
+        self,
+        out: TextIO,
+        *,
+        color: bool,
+        timestamps: bool = False,
+        as_json: bool = False,
+        terminal: bool = False,
     ) -> None:
         self.out = out
         self.color = color
         self.timestamps = timestamps
         self.as_json = as_json
+        self.terminal = terminal
         self.at_line_start = True
+        self.after_cr = False
         self.styled = False
 
     def _text(self, event: LogEvent) -> str:
         data = event.data
         if not data:
             return ""
-        text = sanitize(data, color=self.color)
+        text = sanitize(data, color=self.color, terminal=self.terminal)
         if self.color and "\x1b[" in text:
             self.styled = True
-        if not self.timestamps:
-            return text
-        prefix = f"{event.timestamp} "
-        lines = text.split("\n")
-        out = [(prefix if self.at_line_start else "") + lines[0]]
-        out += [prefix + line for line in lines[1:-1]]
-        if len(lines) > 1:
-            out.append(prefix + lines[-1] if lines[-1] else "")  # "" after a final newline
-        self.at_line_start = text.endswith("\n")
-        return "\n".join(out)
+        return self._stamped(text, f"{event.timestamp} ") if self.timestamps else text
+
+    def _stamped(self, text: str, prefix: str) -> str:
+        out: list[str] = []
+        for piece in _PIECES.split(text):
+            if not piece:
+                continue
+            if piece in ("\n", "\r\n"):
+                if self.at_line_start and not self.after_cr:
+                    out.append(prefix)  # an empty line is stamped too
+                self.at_line_start, self.after_cr = True, False
+            elif piece == "\r":  # only raw on a terminal; escaped text otherwise
+                self.at_line_start, self.after_cr = True, True
+            else:
+                if self.at_line_start:
+                    out.append(prefix)
+                self.at_line_start, self.after_cr = False, False
+            out.append(piece)
+        return "".join(out)
 
     def write(self, events: Iterable[LogEvent]) -> None:
         """Print a batch with one write and one flush, so a fast log stays cheap."""
@@ -139,9 +176,14 @@ class LogPrinter:
             self.styled = False
 
 
-# --- what a command prints and returns ---------------------------------------------
+# --- what a command prints ------------------------------------------------------------
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+def program() -> str:
+    """The command as the user typed it (``.venv/bin/streamer``), for "next step" hints
+    they can paste; plain ``streamer`` when run some other way (tests, ``python -m``)."""
+    typed = sys.argv[0] if sys.argv else ""
+    return typed if os.path.basename(typed) == "streamer" else "streamer"
 
 
 def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: Sequence[str]) -> None:

@@ -3,7 +3,7 @@
 ``follow`` with several jobs prints their logs interleaved as they are written, each
 line prefixed with its job (like ``docker compose logs -f``), over one multi-job
 stream that resumes every job exactly; it exits with the worst of the jobs' exit
-statuses (0 succeeded, 1 failed, cancelled or deleted, 3 not found). ``jobs watch``
+statuses (0 succeeded; 1 failed, cancelled, deleted or not found). ``jobs watch``
 prints one line per change of the caller's jobs as it happens (or the changes'
 JSON with ``--json``), until interrupted.
 """
@@ -16,10 +16,11 @@ from typing import Any, TextIO
 
 import orjson
 
+from . import exits
 from .client import Client, ClientError, Event
 from .jobs import summary
 from .streams import Ended, changes, multi_events
-from .terminal import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, json_safe, sanitize
+from .terminal import json_safe, sanitize, use_color
 
 # Prefix colours, one per job in turn: the basic ANSI colours a terminal themes.
 COLORS = (36, 33, 32, 35, 34, 31)
@@ -82,33 +83,24 @@ def prefixes(jobs: dict[str, dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-async def follow_many(
-    client: Client,
-    job_ids: list[str],
-    out: TextIO,
-    *,
-    from_index: int | None,
-    tail: int | None,
-    color: bool,
-    as_json: bool,
-    err: TextIO,
-) -> int:
-    """Follow ``job_ids`` on one stream until each ends; the worst exit status."""
+async def follow_many(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Follow ``args.job_id`` on one stream until each ends; the worst exit status."""
+    color, as_json = use_color(args.color, out), args.json
     statuses: dict[str, int] = {}
     jobs: dict[str, dict[str, Any]] = {}
-    for job_id in dict.fromkeys(job_ids):
+    for job_id in dict.fromkeys(args.job_id):
         try:
             jobs[job_id] = await client.get_job(job_id)
         except ClientError as exc:
             if exc.status != 404:
                 raise
             print(f"streamer: {job_id}: {exc.message}", file=err)
-            statuses[job_id] = EXIT_UNREACHABLE
+            statuses[job_id] = exits.for_status(exc.status)
     positions = {}
     for job_id, job in jobs.items():
-        start = from_index or 0
-        if tail is not None:
-            start = max(0, job["event_count"] - tail)
+        start = args.from_index or 0
+        if args.tail is not None:  # the last N events of each (not lines: they interleave)
+            start = max(0, job["event_count"] - args.tail)
         positions[job_id] = min(start, job["event_count"])
     printer = PrefixedPrinter(out, prefixes(jobs), color=color, as_json=as_json) if jobs else None
     success: dict[str, bool] = {}
@@ -122,7 +114,7 @@ async def follow_many(
         printer.write(job_id, batch)
         if batch[-1].type == "complete":
             success[job_id] = bool(batch[-1].success)
-    return max(statuses.values(), default=EXIT_OK)
+    return max(statuses.values(), default=exits.OK)
 
 
 async def _nothing() -> Any:
@@ -132,14 +124,13 @@ async def _nothing() -> Any:
 
 async def _status(client: Client, ended: Ended, success: dict[str, bool]) -> int:
     if ended.problem is not None:
-        status = ended.problem.get("status")
-        return EXIT_UNREACHABLE if status == 404 else EXIT_FAILED
+        return exits.for_status(ended.problem.get("status"))
     if ended.reason != "complete":
-        return EXIT_FAILED  # deleted while followed
+        return exits.FAILED  # deleted while followed
     if ended.job_id not in success:  # past its end when we came: its status says how
         job = await client.get_job(ended.job_id)
         success[ended.job_id] = job["status"] == "completed"
-    return EXIT_OK if success[ended.job_id] else EXIT_FAILED
+    return exits.OK if success[ended.job_id] else exits.FAILED
 
 
 async def watch_jobs(client: Client, args: argparse.Namespace, out: TextIO) -> int:
@@ -153,7 +144,7 @@ async def watch_jobs(client: Client, args: argparse.Namespace, out: TextIO) -> i
         else:
             out.write(_line(change["type"], change["job"]))
         out.flush()
-    return EXIT_OK
+    return exits.OK
 
 
 def _line(kind: str, job: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@
     ├── Gone                       410 / 4410   a resume point retention has dropped
     ├── CursorAhead                416 / 1008   from_index beyond the next index
     ├── Unprocessable              422 / 1008   well-formed JSON, wrong content
+    ├── ClientGone                 499 / 1001   the client left before its request was read
     ├── TooManyRequests            429 / 1013   a rate or concurrency limit; Retry-After
     └── Unavailable                503 / 1011   storage unreachable or full
         └── Overloaded             503 / 1013   the node sheds load (stream-start rate); Retry-After
@@ -85,6 +86,13 @@ class CursorAhead(StreamerError):
 
 class Unprocessable(StreamerError):
     status, ws_code, title = 422, 1008, "Unprocessable Content"
+
+
+class ClientGone(StreamerError):
+    """The client went away before its request was read (mid-upload): nothing to
+    answer and nothing stored; logged once as such, never as a server error."""
+
+    status, ws_code, title = 499, 1001, "Client Closed Request"
 
 
 class TooManyRequests(StreamerError):

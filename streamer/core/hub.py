@@ -202,6 +202,7 @@ class Hub:
             return
         while True:
             await asyncio.sleep(self.tick_every)
+            self.pages.expire()
             now = time.monotonic()
             for reader in list(self.readers()):
                 reader.tick(now)

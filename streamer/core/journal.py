@@ -23,7 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Conflict, PayloadTooLarge
+import orjson
+
+from .errors import Conflict, PayloadTooLarge, Unprocessable
 from .models import (
     FINAL_STATUSES,
     RUNNER_FIELDS,
@@ -135,7 +137,10 @@ def _record(
     job = state.job
     last = state.last_timestamp
     timestamp = max(now, last) if last else now
-    stored = encode_events(events, job.event_count, timestamp)
+    try:
+        stored = encode_events(events, job.event_count, timestamp)
+    except orjson.JSONEncodeError as exc:  # a lone surrogate: not text any store can hold
+        raise Unprocessable("an event's data is not valid text", field="events") from exc
     size = sum([len(e.line) for e in stored])
     check_job_bytes(state.byte_count, size, events, byte_limit)
     final = events[-1]

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import zlib
 from dataclasses import dataclass
 
-from .errors import Unauthorized
+from .errors import Unauthorized, Unprocessable
 from .models import User
 from .ports import Identity, KeyReader
 
@@ -96,7 +97,28 @@ async def verify_key(storage: KeyReader, key: str) -> User:
     return (await check_key(storage, key))[0]
 
 
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def parse_email(raw: str) -> str:
+    """An email address, as users are identified by it; ``ValueError`` names what is wrong.
+
+    Deliberately loose (one ``@``, something on each side, no spaces, at most 254
+    characters): ``admin@localhost`` is a valid identity here, and only a mail server
+    can say whether an address receives mail. What it stops is a name or a typo
+    (``--email ada``) becoming an identity nobody can type again.
+    """
+    email = raw.strip()
+    if len(email) > 254 or not EMAIL.fullmatch(email):
+        raise ValueError(f"not an email address: {raw!r} (expected name@host)")
+    return email
+
+
 async def create_user_with_key(storage: Identity, name: str, email: str) -> tuple[User, str]:
+    try:
+        email = parse_email(email)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), field="email") from exc
     user = await storage.create_user(name, email)
     key = await issue_key(storage, user.id, "default")
     return user, key

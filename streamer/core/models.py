@@ -22,6 +22,13 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "running": frozenset({"completed", "failed", "cancelled"}),
 }
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
+# What a job id can be: ours are 16 URL-safe base64 characters. Anything else names
+# no job, and is answered as a missing one before it reaches a database.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Text a database column cannot hold on every backend: NUL (PostgreSQL's text type
+# refuses it) and lone surrogates (not UTF-8 at all).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 RUNNER_FIELDS = ("container_id", "runner")
 MAX_NAME = 200
 MAX_METADATA_BYTES = 16 * 1024

@@ -119,6 +119,11 @@ class RecentPages:
         events, size = await asyncio.shield(task)
         return Page(events, size, True)
 
+    def expire(self) -> None:
+        """Drop the pages past their time (the hub's ticker calls this: without reads
+        nothing else would, and a burst's pages would outlive it)."""
+        self._evict(asyncio.get_running_loop().time())
+
     def forget(self, job_id: str) -> None:
         """The job was deleted: its pages must not outlive it."""
         for key in [k for k in self._pages if k[0] == job_id]:

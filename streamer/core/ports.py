@@ -98,7 +98,11 @@ class Identity(KeyReader, Protocol):
 
     async def list_keys(self, user_id: int) -> list[APIKey]: ...
 
-    async def revoke_key(self, key_id: int) -> bool: ...
+    async def get_key(self, key_id: int) -> APIKey | None:
+        """One key by id, revoked or not (never its secret: only the hash is stored)."""
+
+    async def revoke_key(self, key_id: int) -> bool:
+        """``True`` if this call revoked it; ``False`` if it was revoked or never existed."""
 
     async def touch_key(self, key_id: int, when: str) -> None:
         """Set the key's ``last_used_at``. Callers throttle this to once a minute per

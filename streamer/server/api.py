@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from ..core import tokens
 from ..core.cursor import check_not_ahead, parse_cursor
 from ..core.errors import BadRequest
-from ..core.models import STATUSES
+from ..core.models import JOB_ID, STATUSES, TIMESTAMP
 from .openapi import Operation
 from .parsing import parse_events, parse_job_patch, parse_new_job
 from .requests import json_response, read_json
@@ -59,7 +59,7 @@ def _decode_cursor(raw: str | None) -> tuple[str, str] | None:
         created_at, sep, job_id = base64.urlsafe_b64decode(raw.encode()).decode().partition("|")
     except (binascii.Error, UnicodeError, ValueError) as exc:
         raise BadRequest("cursor is not one this server issued", field="cursor") from exc
-    if not sep or not created_at or not job_id:
+    if not (sep and TIMESTAMP.fullmatch(created_at) and JOB_ID.fullmatch(job_id)):
         raise BadRequest("cursor is not one this server issued", field="cursor")
     return created_at, job_id
 

@@ -28,7 +28,7 @@ from ..core.hub import Hub
 from ..core.models import Event
 from ..core.ports import Storage
 from ..storage import open_storage
-from . import access_log, api, metrics, openapi
+from . import access_log, api, memory, metrics, openapi
 from .requests import json_response, problem
 from .resources import Resources, resources
 from .security import ApiCORS, SecurityMiddleware, install_log_filter, redact_path
@@ -171,6 +171,9 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
             asyncio.create_task(
                 feed.run_growth_sweep(store.changes, settings.change_policy),
                 name="streamer-growth-sweep",
+            ),
+            asyncio.create_task(
+                memory.trim_periodically(settings.memory_trim_seconds), name="streamer-trim"
             ),
         ]
         if settings.retention:

@@ -23,8 +23,11 @@ from ..core.models import (
     MAX_NAME,
     RUNNER_FIELDS,
     STATUSES,
+    UNSTORABLE,
     NewEvent,
 )
+
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Duplicate(ValueError):
@@ -108,11 +111,26 @@ def parse_json(body: bytes) -> Any:
     if keys >= 0 and (body.count(b":") == keys or len(_KEY_END.findall(body)) == keys):
         return value
     try:
-        return _exact.decode(body.decode())
+        value = _exact.decode(body.decode())
     except _Duplicate as exc:
         raise BadRequest(f"request body repeats the key {exc.args[0]!r}", field="body") from exc
     except (ValueError, RecursionError) as exc:  # number too long to convert, say
         raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from exc
+    if _has_surrogate(value):  # JSON's \ud800 escapes can name what UTF-8 cannot hold
+        raise BadRequest("request body holds a lone surrogate (not UTF-8 text)", field="body")
+    return value
+
+
+def _has_surrogate(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return SURROGATE.search(value) is not None
+    if depth > MAX_METADATA_DEPTH + 2:
+        return False  # deeper than anything accepted: refused by the field checks
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v, depth + 1) for v in value)
+    return False
 
 
 def _check_json(value: Any, field: str, depth: int = 0) -> None:
@@ -150,6 +168,10 @@ def _optional_text(body: dict[str, Any], key: str, limit: int, where: str = "") 
         raise Unprocessable(f"{where}{key} must be a string or null", field=f"{where}{key}")
     if len(value.encode("utf-8", "surrogatepass")) > limit:
         raise Unprocessable(f"{where}{key} is longer than {limit} bytes", field=f"{where}{key}")
+    if UNSTORABLE.search(value):
+        raise Unprocessable(
+            f"{where}{key} holds a NUL character or a lone surrogate", field=f"{where}{key}"
+        )
     return value
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import orjson
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response
 
 from ..core.cursor import start_index
-from ..core.errors import BadRequest, PayloadTooLarge, StreamerError
+from ..core.errors import BadRequest, ClientGone, PayloadTooLarge, StreamerError
 from ..core.keys import Credential
 from ..core.models import Job
 from .parsing import parse_json
@@ -40,10 +40,13 @@ async def read_json(request: Request) -> Any:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes", limit=limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes", limit=limit)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes", limit=limit)
+    except ClientDisconnect as exc:
+        raise ClientGone("the client left before sending its whole request body") from exc
     if not body:
         raise BadRequest("request body is empty; send a JSON object", field="body")
     return parse_json(bytes(body))

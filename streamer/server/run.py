@@ -67,6 +67,7 @@ def limits(settings: Settings) -> Limits:
         unlimited_clients=settings.unlimited_client_set,
         fd_reserve=settings.fd_reserve,
         ws_max_message_bytes=settings.ws_max_message_bytes,
+        ws_max_pings_per_second=settings.ws_max_pings_per_second,
         ws_ping_interval=settings.keepalive_seconds,
         ws_ping_timeout=min(20.0, 2 * settings.keepalive_seconds),
     )

@@ -1,8 +1,11 @@
 """Settings: one table of (name, default, env var, help), read once.
 
-Every knob of the server is declared exactly once in ``SETTINGS``. The same table
-drives ``streamer serve --help``, the environment variables and the README's
-settings section, so the three cannot drift apart (a test checks the README).
+Every knob of the server is declared exactly once in ``SETTINGS``, and the client
+commands' two (``STREAMER_URL``, ``STREAMER_API_KEY``) in ``CLIENT_SETTINGS``. The
+same rows drive the flags and their ``--help`` (``option_help``: what it is, its
+environment variable, its default, wherever the flag appears), the environment
+variables and the README's settings tables, so they cannot drift apart (a test
+checks the README, another every ``--help``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Setting:
     default: Any
     help: str
     flag: str | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def env(self) -> str:
@@ -41,9 +45,30 @@ class Setting:
     def kind(self) -> type:
         return type(self.default) if self.default is not None else str
 
+    def documented_default(self) -> str:
+        """The default as the README's table shows it, the same on every machine."""
+        if self.name == "db":
+            return "streamer.db in the user data dir"
+        return repr(self.default)
+
+    def shown_default(self) -> str:
+        """The default as ``--help`` shows it: for the database, the real path here."""
+        if self.name == "db":
+            return f"streamer.db in the user data dir, here {default_db_path()}"
+        return str(self.default) if self.default != "" else "none"
+
+
+def option_help(setting: Setting) -> str:
+    """The ``--help`` text of a setting's flag, the same wherever the flag appears.
+
+    ``%`` is doubled: argparse formats help strings with it.
+    """
+    text = f"{setting.help} (env {setting.env}; default: {setting.shown_default()})"
+    return text.replace("%", "%%")
+
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("db", "", "SQLite file path or postgresql:// URL (default: the user data dir)", "--db"),
+    Setting("db", "", "SQLite file path or postgresql:// URL", "--db"),
     Setting("host", "127.0.0.1", "address to listen on", "--host"),
     Setting("port", 8000, "TCP port to listen on", "--port"),
     Setting(
@@ -52,6 +77,7 @@ SETTINGS: tuple[Setting, ...] = (
         "SQLite synchronous mode: normal (survives process crash) or full "
         "(also survives power loss, one fsync per commit group)",
         "--sync",
+        ("normal", "full"),
     ),
     Setting(
         "retention",
@@ -96,6 +122,11 @@ SETTINGS: tuple[Setting, ...] = (
         "ws_max_message_bytes",
         64 * 1024,
         "largest WebSocket message a client may send (close 1009 above)",
+    ),
+    Setting(
+        "ws_max_pings_per_second",
+        10,
+        "pings a WebSocket client may send in one second (close 1008 above)",
     ),
     Setting(
         "max_streams_per_user",
@@ -216,11 +247,18 @@ SETTINGS: tuple[Setting, ...] = (
         "connection is closed, or the new one gets 503",
     ),
     Setting(
+        "memory_trim_seconds",
+        10.0,
+        "how often freed memory is handed back to the OS (glibc malloc_trim), so RSS falls "
+        "after a burst; 0 is off",
+    ),
+    Setting(
         "http",
         "builtin",
         "builtin (streamer's own server: the lean path and every connection bound) or "
         "uvicorn (the ASGI app under uvicorn, for comparison)",
         "--http",
+        ("builtin", "uvicorn"),
     ),
     Setting(
         "log_format",
@@ -228,6 +266,24 @@ SETTINGS: tuple[Setting, ...] = (
         "text (one readable line per request and per stream start and end) or json (one JSON "
         "object per line, for log collectors)",
         "--log-format",
+        ("text", "json"),
+    ),
+)
+
+# The client commands (follow, run, jobs) read these; they never reach the server.
+CLIENT_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "url",
+        "http://127.0.0.1:8000",
+        "the server's URL, as `streamer serve` prints it; also `url` in the config file",
+        "--url",
+    ),
+    Setting(
+        "api_key",
+        "",
+        "an API key (stk_...): `streamer serve` prints the first one, `streamer keys create` "
+        "makes more; also `api_key` in the config file",
+        "--api-key",
     ),
 )
 
@@ -254,6 +310,7 @@ class Settings:
     allowed_origins: str = ""
     cors_origins: str = ""
     ws_max_message_bytes: int = 64 * 1024
+    ws_max_pings_per_second: int = 10
     max_streams_per_user: int = 100
     append_rate: float = 0.0
     append_burst: int = 10_000
@@ -277,6 +334,7 @@ class Settings:
     max_connections_per_client: int = 256
     unlimited_clients: str = "127.0.0.1,::1"
     fd_reserve: int = 64
+    memory_trim_seconds: float = 10.0
     http: str = "builtin"
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -335,14 +393,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             parse_duration(settings.retention)
         except ValueError as exc:
             raise SystemExit(f"STREAMER_RETENTION: {exc}") from exc
-    if settings.sync not in ("normal", "full"):
-        raise SystemExit(f"STREAMER_SYNC must be normal or full, got {settings.sync!r}")
+    for setting in SETTINGS:
+        value = getattr(settings, setting.name)
+        if setting.choices and value not in setting.choices:
+            raise SystemExit(f"{setting.env} must be {' or '.join(setting.choices)}, got {value!r}")
     if any("*" in origin for origin in settings.cors_allowlist):
         raise SystemExit("STREAMER_CORS_ORIGINS must list exact origins; '*' is refused")
-    if settings.http not in ("builtin", "uvicorn"):
-        raise SystemExit(f"STREAMER_HTTP must be builtin or uvicorn, got {settings.http!r}")
-    if settings.log_format not in ("text", "json"):
-        raise SystemExit(f"STREAMER_LOG_FORMAT must be text or json, got {settings.log_format!r}")
     if settings.max_stream_starts_per_second < 0:
         raise SystemExit("STREAMER_MAX_STREAM_STARTS_PER_SECOND must be >= 0")
     for name in (
@@ -357,6 +413,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "max_request_head_bytes",
         "max_request_headers",
         "write_high_water_bytes",
+        "ws_max_pings_per_second",
+        "ws_max_pings_per_second",
         "max_connections_per_client",
         "max_jobs_per_stream",
         "feed_keep_changes",

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 from ..core.changes import ChangePolicy
 from ..core.ports import Storage
 
-DRIVER_MISSING = "PostgreSQL needs the driver: pip install 'streamer[postgres]'"
+# asyncpg is a default dependency; it is missing only after `pip install --no-deps`.
+DRIVER_MISSING = "PostgreSQL needs its driver, asyncpg, which is not installed: pip install asyncpg"
 
 
 def is_postgres(url: str) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Collection
 from ..core.models import APIKey, User
 from . import transactions as txn
 from .commands import Database
+from .guards import findable, storable
 from .rows import KEY_COLUMNS, USER_COLUMNS, USER_COLUMNS_U, key_from_row, user_from_row
 
 
@@ -16,6 +17,8 @@ class Identity:
         self._secrets: dict[str, bytes] = {}
 
     async def create_user(self, name: str, email: str) -> User:
+        storable("name", name)
+        storable("email", email)
         return await self.db.transact(txn.create_user(name, email))
 
     async def count_users(self) -> int:
@@ -23,6 +26,8 @@ class Identity:
         return int(rows[0][0])
 
     async def get_user_by_email(self, email: str) -> User | None:
+        if not findable(email):
+            return None
         rows = await self.db.fetch(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email,))
         return user_from_row(rows[0]) if rows else None
 
@@ -35,6 +40,8 @@ class Identity:
         return [user_from_row(row) for row in rows]
 
     async def deactivate_user(self, email: str) -> User | None:
+        if not findable(email):
+            return None
         return await self.db.transact(txn.deactivate_user(email))
 
     async def server_secret(self, name: str) -> bytes:
@@ -47,6 +54,7 @@ class Identity:
         return cached
 
     async def create_key(self, user_id: int, name: str, prefix: str, key_hash: str) -> APIKey:
+        storable("name", name)
         return await self.db.transact(txn.create_key(user_id, name, prefix, key_hash))
 
     async def list_keys(self, user_id: int) -> list[APIKey]:
@@ -55,10 +63,16 @@ class Identity:
         )
         return [key_from_row(row) for row in rows]
 
+    async def get_key(self, key_id: int) -> APIKey | None:
+        rows = await self.db.fetch(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return key_from_row(rows[0]) if rows else None
+
     async def revoke_key(self, key_id: int) -> bool:
         return await self.db.transact(txn.revoke_key(key_id))
 
     async def key_candidates(self, prefix: str) -> list[tuple[str, int, User]]:
+        if not findable(prefix):
+            return []
         # Every request: no cache (ports.py, guarantee 8), so it must be cheap.
         rows = await self.db.point(
             f"SELECT k.key_hash, k.id, {USER_COLUMNS_U} FROM api_keys k "

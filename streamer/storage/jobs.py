@@ -7,10 +7,18 @@ from typing import Any, Protocol
 
 from ..core.changes import ChangePolicy
 from ..core.errors import job_not_found
-from ..core.models import Event, Job, NewEvent
+from ..core.models import JOB_ID, Event, Job, NewEvent
 from . import transactions as txn
 from .commands import Database
+from .guards import findable, position, storable
 from .rows import JOB_COLUMNS, event_from_row, job_from_row
+
+
+def named(job_id: str) -> None:
+    """A string that cannot be a job id names no job: 404 before any database sees
+    it (PostgreSQL would refuse a NUL in it as an error, not as a missing job)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise job_not_found()
 
 
 class ReadWatcher(Protocol):
@@ -30,9 +38,11 @@ class Jobs:
         self.policy = policy or ChangePolicy()
 
     async def create_job(self, user_id: int, name: str | None, metadata: dict[str, Any]) -> Job:
+        storable("name", name)
         return await self.db.transact(txn.create_job(user_id, name, metadata, self.policy))
 
     async def get_job(self, user_id: int, job_id: str) -> Job:
+        named(job_id)
         rows = await self.db.point(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
         )
@@ -43,6 +53,8 @@ class Jobs:
     async def list_jobs(
         self, user_id: int, status: str | None, limit: int, cursor: tuple[str, str] | None
     ) -> list[Job]:
+        if not findable(status, *(cursor or ())):
+            return []
         where, params = ["user_id = ?"], [user_id]
         if status is not None:
             where.append("status = ?")
@@ -58,12 +70,16 @@ class Jobs:
         return [job_from_row(row) for row in rows]
 
     async def update_job(self, user_id: int, job_id: str, changes: dict[str, Any]) -> Job:
+        named(job_id)
+        for field, value in changes.items():
+            storable(field, value)
         return await self.db.transact(txn.update_job(user_id, job_id, changes, self.policy), job_id)
 
     async def claim_job(self, user_id: int) -> Job | None:
         return await self.db.transact(txn.claim_job(user_id, self.policy))
 
     async def delete_job(self, user_id: int, job_id: str) -> None:
+        named(job_id)
         await self.db.transact(txn.delete_job(user_id, job_id, self.policy), job_id)
         if self.watcher is not None:
             self.watcher.forget(job_id)
@@ -83,11 +99,13 @@ class Jobs:
         *,
         byte_limit: int | None = None,
     ) -> list[Event]:
+        named(job_id)
         return await self.db.transact(
             txn.append(user_id, job_id, events, expected_index, byte_limit, self.policy), job_id
         )
 
     async def job_bytes(self, user_id: int, job_id: str) -> int:
+        named(job_id)
         rows = await self.db.fetch(
             "SELECT byte_count FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)
         )
@@ -105,6 +123,6 @@ class Jobs:
         """``read_events`` without telling the watcher (the watcher's own reads)."""
         rows = await self.db.fetch(
             "SELECT idx, type, line FROM events WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
-            (job_id, from_index, limit),
+            (job_id, position(from_index), position(limit)),
         )
         return [event_from_row(row) for row in rows]

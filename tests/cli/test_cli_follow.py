@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from streamer.cli.client import Client, ClientError, ClientSettings, SSEParser
 from streamer.cli.main import main
+from streamer.cli.tail import LineCounter
 
 from ..support.live import LiveServer
 
@@ -113,9 +115,76 @@ async def test_follow_starts_at_from_index_or_tail(live_server: LiveServer, caps
         "",
     )
     code, out, _ = await cli(capsys, live_server, "follow", job, "--tail", "3")
-    assert (code, out) == (0, "8\n9\n"), "the last 3 events: two lines and the complete event"
+    assert (code, out) == (0, "7\n8\n9\n"), "lines: the complete event is not one"
+    code, out, _ = await cli(capsys, live_server, "follow", job, "--tail", "3", "--json")
+    assert [json.loads(row)["index"] for row in out.splitlines()] == [8, 9, 10], "--json: events"
     code, out, _ = await cli(capsys, live_server, "follow", job, "--from-index", "11")
     assert (code, out) == (0, ""), "already past the end: 204, status from the job"
+
+
+async def test_tail_counts_lines_wherever_events_cut_them(
+    live_server: LiveServer, capsys: Capsys
+) -> None:
+    """Lines, not events: an event with two lines counts two, a partial line joins the
+    next event's, and a progress line with carriage returns is one line (escaped here,
+    off a terminal)."""
+    events = ["a\nb\n", "c", "d\n", "e\r50%\r100%\n", "f"]
+    job = await finished_job(live_server, events, success=True)
+    expected = {
+        1: "f",
+        2: "e\\r50%\\r100%\nf",
+        3: "cd\ne\\r50%\\r100%\nf",
+        4: "b\ncd\ne\\r50%\\r100%\nf",
+        5: "a\nb\ncd\ne\\r50%\\r100%\nf",
+        9: "a\nb\ncd\ne\\r50%\\r100%\nf",
+        0: "",
+    }
+    for lines, text in expected.items():
+        code, out, err = await cli(capsys, live_server, "follow", job, "--tail", str(lines))
+        assert (code, out) == (0, text), (lines, err)
+    code, out, _ = await cli(capsys, live_server, "follow", job, "--tail", "3", "--timestamps")
+    stamp = out.split(" ", 1)[0]
+    assert out == f"{stamp} cd\n{stamp} e\\r50%\\r100%\n{stamp} f"
+
+
+async def test_tail_reads_back_across_pages_and_stays_exact(
+    live_server: LiveServer, capsys: Capsys
+) -> None:
+    lines = [f"{i}\n" for i in range(1800)]
+    job = await finished_job(live_server, lines, success=False)
+    code, out, _ = await cli(capsys, live_server, "follow", job, "--tail", "1234")
+    assert code == 1 and out == "".join(lines[-1234:])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_line_counter_agrees_with_tail_n_on_random_logs(seed: int) -> None:
+    """Random cuts of random text into events (empty and null data too): the start the
+    counter finds prints exactly what ``tail -n N`` prints of the whole text."""
+    rng = random.Random(seed)
+    text = "".join(rng.choice(["x", "yz", "\n", "\r", " "]) for _ in range(rng.randint(0, 60)))
+    cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(0, 12))))
+    datas: list[str | None] = [
+        text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)
+    ]
+    for at in rng.sample(range(len(datas) + 1), 2):
+        datas.insert(at, rng.choice([None, ""]))
+    for n in range(1, 12):
+        counter, start = LineCounter(n), (0, 0)
+        for index in reversed(range(len(datas))):
+            offset = counter.back(datas[index])
+            if offset is not None:
+                start = (index, offset)
+                break
+        index, offset = start
+        printed = (datas[index] or "")[offset:] + "".join(d or "" for d in datas[index + 1 :])
+        assert printed == tail_n(text, n), (datas, n)
+
+
+def tail_n(text: str, n: int) -> str:
+    """What ``tail -n N`` prints: lines end at LF; a last line without one counts."""
+    lines = text.split("\n")
+    kept = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    return "".join(kept[-n:])
 
 
 async def test_follow_tail_of_a_live_job_then_resumes_from_where_it_started(
@@ -183,16 +252,19 @@ async def test_exit_status_for_each_outcome(live_server: LiveServer, capsys: Cap
     assert (await cli(capsys, live_server, "follow", failed, "--from-index", "2"))[0] == 1
 
     code, _, err = await cli(capsys, live_server, "follow", "no-such-job")
-    assert code == 3 and "not found" in err
+    assert code == 1 and "not found" in err and "jobs list" in err
     url = live_server.url
     other = await live_server.new_user("other")
     code, _, err = await run_main(capsys, "follow", ok, "--url", url, "--api-key", other)
-    assert code == 3 and "not found" in err, "another user's job is a missing one"
+    assert code == 1 and "not found" in err, "another user's job is a missing one"
     code, _, err = await run_main(capsys, "follow", ok, "--url", url, "--api-key", "stk_nope")
-    assert code == 3 and "401" in err
+    assert code == 1 and "401" in err
     dead = ["--url", "http://127.0.0.1:9", "--api-key", "k", "--retry-for", "0.3"]
     code, _, err = await run_main(capsys, "follow", ok, *dead)
     assert code == 3 and "gave up" in err
+    assert "cannot connect to http://127.0.0.1:9 (connection refused)" in err, "plain words"
+    assert "Error" not in err, "no exception class names"
+    assert "is the server running? Check --url / STREAMER_URL" in err
 
     assert (await cli(capsys, live_server, "follow", ok, "--from-index", "99"))[0] == 2
     both = ("--tail", "1", "--from-index", "1")

@@ -83,9 +83,17 @@ async def test_show_and_cancel_with_their_exit_statuses(
     code, out, _ = await cli(capsys, live_server, "jobs", "cancel", job, "--json")
     assert code == 0 and json.loads(out)["status"] == "cancelled"
     code, _, err = await cli(capsys, live_server, "jobs", "cancel", job)
-    assert code == 1 and "already cancelled" in err
-    assert (await cli(capsys, live_server, "jobs", "show", "nope"))[0] == 3
-    assert (await cli(capsys, live_server, "jobs", "cancel", "nope"))[0] == 3
+    assert code == 0 and "already cancelled" in err, "cancelling twice is safe, and says so"
+    done = await live_server.create_job(name="done")
+    r = await live_server.client().post(
+        f"/api/v1/jobs/{done}/events", json={"type": "complete", "success": True}
+    )
+    assert r.status_code == 201
+    code, _, err = await cli(capsys, live_server, "jobs", "cancel", done)
+    assert code == 1 and "has already completed" in err and "queued or running" in err
+    code, _, err = await cli(capsys, live_server, "jobs", "show", "nope")
+    assert code == 1 and "not found" in err and "jobs list" in err, "names the next step"
+    assert (await cli(capsys, live_server, "jobs", "cancel", "nope"))[0] == 1
     assert (await run_main(capsys, "jobs"))[0] == 2
 
 
@@ -109,7 +117,8 @@ async def test_settings_come_from_flags_then_env_then_the_config_file(
     monkeypatch.setenv("STREAMER_API_KEY", live_server.key)
     assert (await run_main(capsys, "jobs", "list", "--json"))[0] == 0
     code, _, err = await run_main(capsys, "jobs", "list", "--api-key", "stk_wrong")
-    assert code == 3 and "401" in err, "a flag wins over the environment"
+    assert code == 1 and "401" in err, "a flag wins over the environment"
+    assert "STREAMER_API_KEY" in err and "keys create" in err, "names the next step"
 
     monkeypatch.delenv("STREAMER_URL")
     monkeypatch.delenv("STREAMER_API_KEY")

@@ -117,7 +117,7 @@ async def test_run_stores_interleaved_output_a_burst_and_a_silence_and_passes_th
     fifos[1].send("go\n")
     code, out, err = await run
     assert code == 7, err
-    assert out == "" and f"streamer follow --url {live_server.url} {job}" in err
+    assert out == "" and f"follow it with: streamer follow {job}" in err
 
     log = await stored(live_server, job)
     assert log.endswith("after silence\nno newline at the end")

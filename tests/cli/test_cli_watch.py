@@ -69,7 +69,7 @@ async def test_follow_several_jobs_with_a_missing_one(
     code, out, err = await cli(
         capsys, live_server, "follow", job, "nosuchjob12345", "--tail", "5", "--color", "never"
     )
-    assert code == 3 and "nosuchjob12345" in err and "not found" in err
+    assert code == 1 and "nosuchjob12345" in err and "not found" in err  # refused: 1
     assert by_job(out) == {"fine": ["x"]}
 
 

@@ -111,6 +111,31 @@ def _read_pty(fd: int, timeout: float) -> bytes:
     return b"".join(chunks)
 
 
+def test_on_a_terminal_line_edits_pass_and_nothing_else_does() -> None:
+    """Progress bars' controls reach a terminal (which then shows each line's last
+    state, as the producer's did); cursor moves between lines, OSC and C1 do not."""
+    bar = "10%\r20%\x08\x08\x1b[K30%\x1b[1G40%\x1b[2C\x1b[3D\n"
+    assert sanitize(bar, color=False, terminal=True) == bar
+    assert sanitize(bar, color=False) == "10%\\r20%\\x08\\x0830%\\x1b[1G40%\\x1b[2C\\x1b[3D\n"
+    text = sanitize(HOSTILE, color=True, terminal=True)
+    assert "progress 10%\rprogress 20%\n" in text
+    assert "\\x1b[2J\\x1b[H" in text and "\\x1b[5A" in text and "\\x1b]0;" in text
+    assert "\\x9b" in text and "bell\\x07" in text
+
+
+def test_timestamps_on_a_terminal_survive_carriage_returns() -> None:
+    """A lone CR goes back over the stamp, so what follows is stamped again; a CR that
+    ends one event before the next one's LF is a CRLF, not a new line."""
+    out = io.StringIO()
+    printer = LogPrinter(out, color=False, timestamps=True, terminal=True)
+    printer.write([FakeEvent("10%\r", "T1"), FakeEvent("50%\r100%\n", "T2")])
+    printer.write([FakeEvent("dos\r", "T3"), FakeEvent("\nnext\n", "T4")])
+    assert out.getvalue() == "T1 10%\rT2 50%\rT2 100%\nT3 dos\r\nT4 next\n"
+    piped = io.StringIO()
+    LogPrinter(piped, color=False, timestamps=True).write([FakeEvent("10%\r20%\n", "T")])
+    assert piped.getvalue() == "T 10%\\r20%\n"
+
+
 async def test_follow_on_a_pseudo_terminal_keeps_sgr_and_escapes_the_rest(
     live_server: LiveServer,
 ) -> None:
@@ -155,5 +180,5 @@ async def test_follow_on_a_pseudo_terminal_keeps_sgr_and_escapes_the_rest(
     assert b"\\x1b[2J\\x1b[Hclear screen\n" in out
     assert b"\\x1b]0;pwned\\x07title\n" in out
     assert b"\\x1b[5Aup five\n" in out
-    assert b"progress 10%\\rprogress 20%\n" in out
+    assert b"progress 10%\rprogress 20%\n" in out, "a terminal shows the line's last state"
     assert b"\x1b[2J" not in out and b"\x1b]" not in out and b"\x1b[5A" not in out

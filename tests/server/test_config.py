@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from streamer.cli.main import build_parser
-from streamer.server.settings import SETTINGS, Settings, default_db_path, load_settings
+from streamer.server.settings import (
+    CLIENT_SETTINGS,
+    SETTINGS,
+    Setting,
+    Settings,
+    default_db_path,
+    load_settings,
+)
 
 from ..support import REPO
 
 README = REPO / "README.md"
 
 
-def readme_rows() -> dict[str, tuple[str, str, str]]:
+def readme_rows(marker: str = "settings-table") -> dict[str, tuple[str, str, str]]:
     text = README.read_text()
-    table = text.split("<!-- settings-table")[1].split("<!-- /settings-table -->")[0]
+    table = text.split(f"<!-- {marker}")[1].split(f"<!-- /{marker} -->")[0]
     rows = {}
     for line in table.splitlines():
         if line.startswith("| `STREAMER_"):
@@ -26,9 +34,23 @@ def readme_rows() -> dict[str, tuple[str, str, str]]:
     return rows
 
 
-def test_readme_settings_table_matches_the_declared_settings() -> None:
-    expected = {s.env: (s.flag or "", repr(s.default), s.help) for s in SETTINGS}
-    assert readme_rows() == expected
+def rows(table: tuple[Setting, ...]) -> dict[str, tuple[str, str, str]]:
+    return {s.env: (s.flag or "", s.documented_default(), s.help) for s in table}
+
+
+def test_readme_settings_tables_match_the_declared_settings() -> None:
+    assert readme_rows() == rows(SETTINGS)
+    assert readme_rows("client-settings-table") == rows(CLIENT_SETTINGS)
+
+
+def test_every_streamer_variable_named_in_the_docs_exists() -> None:
+    """README, docs/api.md and deploy/ name only variables that something reads."""
+    known = {s.env for s in (*SETTINGS, *CLIENT_SETTINGS)}
+    known |= {"STREAMER_JOB_ID", "STREAMER_TEST_PG", "STREAMER_SOAK_SECONDS"}  # run, tests
+    files = [README, REPO / "docs" / "api.md", REPO / "Dockerfile", *(REPO / "deploy").iterdir()]
+    for path in files:
+        named = set(re.findall(r"STREAMER_[A-Z0-9_]*[A-Z0-9]", path.read_text()))
+        assert named <= known, f"{path.name} names unknown variables: {named - known}"
 
 
 def test_every_setting_is_a_settings_field_with_the_same_default() -> None:

@@ -87,7 +87,7 @@ def parse_json(text: str) -> list[dict[str, Any]]:
     """Every line after serve's plain start-up notices must be one JSON object."""
     records = []
     for line in text.splitlines():
-        if line.startswith("streamer: ") or line.startswith("    stk_") or not line.strip():
+        if line.startswith(("streamer: ", "export ", "    stk_")) or not line.strip():
             continue
         record = json.loads(line)
         assert isinstance(record, dict) and {"ts", "level", "logger"} <= record.keys(), line

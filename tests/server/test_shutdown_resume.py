@@ -154,7 +154,8 @@ async def test_graceful_restart_and_reconnect_storm_of_2000_readers(tmp_path: Pa
                 assert time.monotonic() < deadline, "readers did not all connect"
                 metrics = (await client.get("/metrics")).text
                 line = next(m for m in metrics.splitlines() if 'live_readers{transport="sse"}' in m)
-                if float(line.rsplit(" ", 1)[1]) >= readers_n:
+                busy = next(m for m in metrics.splitlines() if 'catching_up{transport="sse"}' in m)
+                if float(line.rsplit(" ", 1)[1]) >= readers_n and busy.endswith(" 0.0"):
                     break
                 await asyncio.sleep(0.1)
         took = await asyncio.to_thread(server.terminate)

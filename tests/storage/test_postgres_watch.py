@@ -228,8 +228,9 @@ async def test_schema_matches_sqlite(tmp_path: Path) -> None:
     assert actual == expected
 
 
-def test_missing_driver_names_the_extra() -> None:
-    """Without asyncpg, a postgresql:// URL is a clear message naming the extra."""
+def test_missing_driver_names_the_package() -> None:
+    """Without asyncpg (a default dependency: only `--no-deps` leaves it out), a
+    postgresql:// URL is a clear message naming what to install."""
     code = (
         "import sys; sys.modules['asyncpg'] = None\n"
         "from streamer.storage import open_storage\n"
@@ -239,4 +240,4 @@ def test_missing_driver_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 1
-    assert "pip install 'streamer[postgres]'" in result.stderr
+    assert "pip install asyncpg" in result.stderr

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from streamer.core.changes import feed_user
-from streamer.core.errors import Conflict, NotFound, PayloadTooLarge
+from streamer.core.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from streamer.core.journal import COMPLETE_DATA_ALLOWANCE
 from streamer.core.models import Event, NewEvent, utcnow
 from streamer.storage import Storage, open_storage
@@ -182,9 +182,13 @@ async def test_users_and_keys(storage: Storage) -> None:
     candidates = await storage.identity.key_candidates("stk_abcd")
     assert sorted((h, k) for h, k, _ in candidates) == [("hash-1", key.id), ("hash-2", other.id)]
     assert all(owner == user for _, _, owner in candidates)
+    assert await storage.identity.get_key(key.id) == key
     assert await storage.identity.revoke_key(key.id) is True
     assert await storage.identity.revoke_key(key.id) is False
     assert await storage.identity.revoke_key(key.id + 1000) is False
+    revoked = await storage.identity.get_key(key.id)
+    assert revoked is not None and not revoked.active and revoked.name == "ci"
+    assert await storage.identity.get_key(key.id + 1000) is None
     assert [h for h, _, _ in await storage.identity.key_candidates("stk_abcd")] == ["hash-2"]
     assert [k.active for k in await storage.identity.list_keys(user.id)] == [False, True]
 
@@ -678,3 +682,54 @@ async def test_retention_deletes_only_finished_jobs_before_the_cutoff(storage: S
     assert await storage.jobs.read_events(done.id, 0, 10) == []
     assert len(await storage.jobs.read_events(running.id, 0, 10)) == 2
     assert (await storage.jobs.get_job(user, running.id)).status == "running"
+
+
+HOSTILE = ["nul\x00inside", "lone \ud800 surrogate", "\udfff"]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=["nul", "surrogate", "low-surrogate"])
+async def test_hostile_strings_are_refused_or_found_missing_never_an_outage(
+    storage: Storage, text: str
+) -> None:
+    """Text no column can hold is a 422 naming the field (or, in a lookup, nothing
+    found) on every backend: never "database unavailable", never stored."""
+    uid = await new_user(storage)
+    job = await storage.jobs.create_job(uid, "fine", {})
+    for call, name in (
+        (storage.identity.create_user(text, "x@example.com"), "name"),
+        (storage.identity.create_user("x", text), "email"),
+        (storage.identity.create_key(uid, text, "stk_aaaa", "h"), "name"),
+        (storage.jobs.create_job(uid, text, {}), "name"),
+        (storage.jobs.update_job(uid, job.id, {"container_id": text}), "container_id"),
+    ):
+        with pytest.raises(Unprocessable) as refused:
+            await call
+        assert refused.value.extra["field"] == name
+    for lookup in (
+        storage.jobs.get_job(uid, text),
+        storage.jobs.append(uid, text, logs(1)),
+        storage.jobs.delete_job(uid, text),
+    ):
+        with pytest.raises(NotFound):
+            await lookup
+    assert await storage.identity.get_user_by_email(text) is None
+    assert await storage.identity.deactivate_user(text) is None
+    assert await storage.jobs.list_jobs(uid, text, 10, None) == []
+    assert await storage.jobs.list_jobs(uid, None, 10, (text, job.id)) == []
+    assert (await storage.jobs.get_job(uid, job.id)).event_count == 0  # nothing stored
+    # An event's data is JSON inside the stored line: a NUL is escaped there and kept
+    # exactly; a lone surrogate is not text at all.
+    if "\x00" in text:
+        [stored] = await storage.jobs.append(uid, job.id, [NewEvent("log", text, None)])
+        assert stored.decode()["data"] == text
+    else:
+        with pytest.raises(Unprocessable):
+            await storage.jobs.append(uid, job.id, [NewEvent("log", text, None)])
+
+
+async def test_positions_beyond_64_bits_read_nothing_instead_of_failing(storage: Storage) -> None:
+    uid = await new_user(storage)
+    job = await storage.jobs.create_job(uid, None, {})
+    await storage.jobs.append(uid, job.id, logs(3))
+    assert await storage.jobs.read_events(job.id, 2**70, 10) == []
+    assert len(await storage.jobs.read_events(job.id, 0, 2**70)) == 3

@@ -49,6 +49,9 @@ def wait_until_up(
     raise TimeoutError(f"{what} did not come up at {url}")
 
 
+EXPORT_LINE = re.compile(r"^export (STREAMER_\w+)=(\S+)$", re.MULTILINE)
+
+
 @dataclass
 class ServerProcess:
     db: Path
@@ -57,6 +60,11 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra STREAMER_* settings
     log: Path = field(init=False)
+    # How to run it: this interpreter's package by default; an installed command
+    # (a fresh venv's, the README's ``.venv/bin/streamer``) for the release tests.
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "streamer"])
+    cwd: Path | None = None
+    flags: list[str] | None = None  # after ``serve``; None: --port and a quiet log
 
     def __post_init__(self) -> None:
         self.log = self.db.with_suffix(".log")
@@ -71,21 +79,16 @@ class ServerProcess:
     def start(self, timeout: float = 20) -> None:
         """Start and wait for /readyz; the first start records the printed admin key."""
         env = {**os.environ, **self.env, "STREAMER_DB": str(self.db), "PYTHONUNBUFFERED": "1"}
+        flags = self.flags
+        if flags is None:
+            flags = ["--port", str(self.port), "--log-level", "warning"]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "streamer",
-                    "serve",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "warning",
-                ],
+                [*self.command, "serve", *flags],
                 env=env,
                 stdout=out,
                 stderr=out,
+                cwd=self.cwd,
             )
         try:
             wait_until_up(f"{self.url}/readyz", self.proc, "streamer serve", timeout)
@@ -95,6 +98,10 @@ class ServerProcess:
             found = KEY_LINE.search(self.log.read_text())
             assert found, "first start must print the admin key"
             self.key = found.group(1)
+
+    def exports(self) -> dict[str, str]:
+        """The ``export STREAMER_...=`` lines ``serve`` printed for other terminals."""
+        return dict(EXPORT_LINE.findall(self.log.read_text()))
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, exactly like a crash."""

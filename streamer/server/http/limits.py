@@ -21,3 +21,4 @@ class Limits:
     ws_max_message_bytes: int = 64 * 1024
     ws_ping_interval: float = 15.0
     ws_ping_timeout: float = 20.0
+    ws_max_pings_per_second: int = 10

@@ -113,6 +113,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self.websocket is not None:
             self.websocket.lost()
         self._done()
+        self.reader.close()  # the parser and the reader refer to each other and to us
 
     def pause_writing(self) -> None:
         self.writable = False

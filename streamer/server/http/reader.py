@@ -22,6 +22,10 @@ from .messages import Request
 FEED_SLICE = 4096  # bytes parsed at once, so the pipelining bound is checked often
 
 
+class _Closed:
+    """The callbacks of a closed connection's parser: none."""
+
+
 class Connection(Protocol):
     """What the reader uses of its connection (``protocol.HTTPProtocol``)."""
 
@@ -93,6 +97,11 @@ class RequestReader:
                 return
         if not conn.pending and len(conn.queue) < self.limits.max_pipelined:
             conn.resume_reading()
+
+    def close(self) -> None:
+        """The connection is gone: drop the parser (it refers back to this reader)."""
+        self.parser = httptools.HttpRequestParser(_Closed())
+        self.request = None
 
     # httptools callbacks ------------------------------------------------------------------
 

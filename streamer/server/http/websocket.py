@@ -5,9 +5,11 @@ reader is strict and bounded: every client frame must be masked, a message past
 ``ws_max_message_bytes`` is refused with 1009 before it is buffered, a text
 message that is not UTF-8 gets 1007, anything malformed 1002; each is one log line
 at INFO, never a traceback. A ping is answered only while the connection's write
-buffer is below its high-water mark: a client that sends pings and never reads the
-pongs is closed (1008), not buffered for. No per-message compression is offered,
-so every frame the server sends can be built once and shared.
+buffer is below its high-water mark, and at most ``ws_max_pings_per_second``: a
+client that sends pings and never reads the pongs, or floods pings, is closed
+(1008), neither buffered for nor served at the expense of everyone else. No
+per-message compression is offered, so every frame the server sends can be built
+once and shared.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class WebSocket:
         "close_code",
         "last_seen",
         "pinged",
+        "pings",
+        "ping_second",
     )
 
     def __init__(self, conn: Connection) -> None:
@@ -99,6 +103,8 @@ class WebSocket:
         self.close_code: int | None = None  # the peer's, when it closed first
         self.last_seen = conn.loop.time()
         self.pinged = False
+        self.pings = 0  # client pings in the current second
+        self.ping_second = 0
 
     @property
     def writable(self) -> bool:
@@ -174,6 +180,13 @@ class WebSocket:
         if opcode == PING:
             if not self.conn.writable:  # it does not read what we send: no pong buffered
                 self._fail(1008, "pings while not reading")
+                return
+            second = int(self.last_seen)
+            if second != self.ping_second:
+                self.ping_second, self.pings = second, 0
+            self.pings += 1
+            if self.pings > self.conn.limits.ws_max_pings_per_second:
+                self._fail(1008, "too many pings")
                 return
             self.conn.write(frame(PONG, payload))
         elif opcode == PONG:

@@ -29,7 +29,6 @@ client resumes with its cursor. The WebSocket is in ``multi_ws.py``.
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from ...core.cursor import parse_cursor, start_index
 from ...core.errors import BadRequest, CursorAhead, NotFound, Overloaded, StreamerError
 from ...core.follow import Follow
 from ...core.keys import Credential
-from ...core.models import Event, Job
+from ...core.models import JOB_ID, Event, Job
 from ..openapi import Operation
 from ..resources import Resources, resources
 from .sse import HEADERS
@@ -58,7 +57,6 @@ DOC = Operation(
     media="text/event-stream",
     streaming=True,
 )
-JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Why a follow ended that ends the whole connection (the rest end one job's stream).
 CONNECTION_ENDS = frozenset({"shutdown", "revoked", "send_timeout", "too_big", "disconnect"})
 CLOSE_CODES = {**CLOSES, "too_many_messages": (1008, "too many messages waiting")}

@@ -30,11 +30,12 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
 from ...core.errors import BadRequest, Conflict, Forbidden, StreamerError
+from ...core.models import JOB_ID
 from ..http.protocol import HTTPProtocol
 from ..openapi import Operation
 from ..requests import problem
 from ..resources import resources
-from .multi import JOB_ID, Session, Wanted, control, parse_jobs
+from .multi import Session, Wanted, control, parse_jobs
 from .streaming import answer, lean
 from .wire import LeanFrames, Pipe, serve_websocket
 from .ws import origin_allowed
