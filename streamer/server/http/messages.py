@@ -16,6 +16,7 @@ REASONS = {
     405: b"Method Not Allowed",
     408: b"Request Timeout",
     409: b"Conflict",
+    410: b"Gone",
     413: b"Content Too Large",
     416: b"Range Not Satisfiable",
     422: b"Unprocessable Content",
