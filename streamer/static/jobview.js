@@ -6,6 +6,7 @@ import { LogModel } from "./model.js";
 import { LogView } from "./logview.js";
 import { LogSearch } from "./search.js";
 import { LiveStream } from "./stream.js";
+import { watchJob } from "./feed.js";
 import { duration, el, FINAL, jobDuration } from "./util.js";
 
 const POLL_MS = 3000;
@@ -79,17 +80,14 @@ export async function showJob(id) {
     view.reveal(sel.from, sel.to);
   });
 
-  // Poll the job: status and duration for the header, and a safety net for events
-  // the stream could not show (see LiveStream.check). Tick durations every second.
+  // The job's changes from the change feed: status and duration for the header, and a
+  // safety net for events the stream could not show (see LiveStream.check); polled
+  // only while the feed is down. Tick durations every second.
+  const fresh = (changed) => { job = changed; header(job); stream.check(job); };
   const poll = async () => {
-    try {
-      job = await getJob(id);
-      header(job);
-      stream.check(job);
-    } catch { /* the stream shows the connection state */ }
-    if (!FINAL.has(job.status) || !model.complete) setTimeout(poll, POLL_MS);
+    try { fresh(await getJob(id)); } catch { /* the stream shows the connection state */ }
   };
-  setTimeout(poll, POLL_MS);
+  watchJob(id, fresh, poll, POLL_MS);
   const tick = setInterval(() => {
     header(job);
     view.schedule();
