@@ -125,3 +125,32 @@ def bench_databases(admin: str) -> set[str]:
             await conn.close()
 
     return asyncio.run(names())
+
+
+def test_quick_multi_and_feed_verify_their_deliveries(tmp_path: Path) -> None:
+    """One connection for many jobs vs one each, and the change feed, at tiny sizes."""
+    results = tmp_path / "results.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--no-nchan", "--db", "sqlite"]
+        + ["--only", "multi", "--only", "feed", "--results", str(results)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    multi = [r for r in records if r["scenario"] == "multi"]
+    assert {(r["mode"], r["transport"]) for r in multi} == {
+        (mode, transport) for mode in ("one", "each") for transport in ("sse", "ws")
+    }
+    for record in multi:
+        assert record["verified"] is True and record["dups"] == record["gaps"] == 0
+        assert record["delivered"] == record["jobs"] * record["events_per_job"]
+    (feed,) = [r for r in records if r["scenario"] == "feed"]
+    assert feed["verified"] is True
+    assert (
+        feed["delivered"]
+        == feed["dashboards"] * feed["changes"]
+        == feed["dashboards"] * feed["head_moved"]
+    )
