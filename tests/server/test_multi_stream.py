@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import websockets
 
+from streamer.core import keys
 from streamer.server.settings import Settings
 
 from ..support.feeds import (
@@ -27,7 +29,7 @@ from ..support.feeds import (
     sse_messages,
     ws_connect,
 )
-from ..support.live import LiveServer, serving, wait_until
+from ..support.live import LiveServer, ReadHooks, serving, wait_until
 
 STREAM = "/api/v1/streams/events"
 STREAM_WS = "/api/v1/streams/events/ws"
@@ -56,12 +58,15 @@ async def produce(server: LiveServer, job: str, total: int, seed: int) -> None:
     assert r.status_code == 201, r.text
 
 
-async def follow_until_done(reader: MultiReader, start: str, rng: random.Random) -> None:
-    """Connections that drop after a random number of messages, resumed with the
-    composite cursor, until the server ends the stream (every job complete)."""
+async def follow_until_done(
+    reader: MultiReader, start: str, rng: random.Random, drop: tuple[int, int] = (5, 80)
+) -> None:
+    """Connections that drop after a random number of messages (within ``drop``),
+    resumed with the composite cursor, until the server ends the stream (every job
+    complete)."""
     first = True
     while True:
-        limit = rng.randint(5, 80)
+        limit = rng.randint(*drop)
         try:
             count = await reader.read(start if first else None, limit)
         except StreamRefused as refused:
@@ -229,3 +234,101 @@ async def test_websocket_subscribes_and_unsubscribes_without_reconnecting(
     assert ends == {a: ("unsubscribed", 1), c: ("complete", 1)}
     await wait_until(lambda: not server.resources.streams.groups)
     await wait_until(lambda: server.resources.hub.subscriber_count == 0)
+
+
+@pytest.mark.parametrize("boundary", ["after_subscribe", "after_replay"])
+async def test_appends_during_a_paused_boundary_reach_a_multi_job_reader_once(
+    settings: Settings, boundary: str
+) -> None:
+    """Each job's follow paused exactly at its boundary while all three are written."""
+    paused, release = asyncio.Event(), asyncio.Event()
+    waiting: set[str] = set()
+
+    async def pause(job_id: str) -> None:
+        waiting.add(job_id)
+        if len(waiting) == 3:
+            paused.set()
+        await release.wait()
+
+    async with serving(settings, hooks=ReadHooks(**{boundary: pause})) as server:
+        client = server.client()
+        jobs = [await server.create_job(client) for _ in range(3)]
+        for job in jobs:
+            await append_all(client, job, "before", 4)
+        reader = MultiReader(server.url, server.key, jobs)
+        task = asyncio.create_task(reader.read(",".join(f"{j}:2" for j in jobs)))
+        await asyncio.wait_for(paused.wait(), 10)
+        for job in jobs:  # every follow is between subscribe and replay (or replay and live)
+            await append_all(client, job, "during", 5)
+        release.set()
+        for job in jobs:
+            await append_all(client, job, "after", 3)
+            done = {"type": "complete", "success": True}
+            await client.post(f"/api/v1/jobs/{job}/events", json=done)
+        async with asyncio.timeout(20):
+            await task
+    assert reader.got == {job: list(range(2, 13)) for job in jobs}
+
+
+async def append_all(client: Any, job: str, label: str, n: int) -> None:
+    events = [{"data": f"{label} {i}\n"} for i in range(n)]
+    r = await client.post(f"/api/v1/jobs/{job}/events", json={"events": events})
+    assert r.status_code == 201, r.text
+
+
+async def test_a_websocket_following_nothing_still_ends_on_revocation_and_shutdown(
+    settings: Settings,
+) -> None:
+    """The connection, not only its follows, is tracked: an idle multi-job WebSocket
+    holds its slot, closes 4401 when its key is revoked, 1012 on shutdown."""
+    async with serving(settings.replace(auth_recheck_seconds=0.2)) as server:
+        identity = server.resources.storage.identity
+        user = await keys.verify_key(identity, server.key)
+        doomed = await keys.issue_key(identity, user.id, "doomed")
+        async with ws_connect(server.ws_url, STREAM_WS, doomed) as ws:
+            await wait_until(lambda: server.resources.streams.slots.count(user.id) == 1)
+            key = next(k for k in await identity.list_keys(user.id) if k.name == "doomed")
+            assert await identity.revoke_key(key.id)
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4401
+        await wait_until(lambda: server.resources.streams.slots.count(user.id) == 0)
+        async with ws_connect(server.ws_url, STREAM_WS, server.key) as ws:
+            await wait_until(lambda: server.resources.streams.slots.count(user.id) == 1)
+            stopping = asyncio.create_task(server.stop())
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1012
+            await stopping
+
+
+@pytest.mark.slow
+async def test_many_readers_of_many_jobs_get_each_job_exactly_once(settings: Settings) -> None:
+    """The random-subset test at a larger size: 40 jobs, 60 readers of up to 30."""
+    async with serving(settings.replace(max_jobs_per_stream=30)) as server:
+        rng = random.Random(15)
+        client = server.client()
+        jobs = [await server.create_job(client, name=f"s{i}") for i in range(40)]
+        totals = {job: rng.randint(200, 800) for job in jobs}
+        writers = [
+            asyncio.create_task(produce(server, j, totals[j], i)) for i, j in enumerate(jobs)
+        ]
+        readers = []
+        for _ in range(60):
+            subset = rng.sample(jobs, rng.randint(1, 30))
+            reader = MultiReader(server.url, server.key, subset)
+            readers.append(
+                (
+                    reader,
+                    asyncio.create_task(
+                        follow_until_done(reader, reader.positions(), rng, (200, 3000))
+                    ),
+                )
+            )
+            await asyncio.sleep(rng.random() * 0.05)
+        async with asyncio.timeout(600):
+            await asyncio.gather(*writers)
+            await asyncio.gather(*(task for _, task in readers))
+        for reader, _ in readers:
+            for job in reader.jobs:
+                assert reader.got.get(job, []) == list(range(totals[job] + 1)), job

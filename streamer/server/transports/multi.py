@@ -209,10 +209,14 @@ class Session:
         return job, start_index(job, asked.from_index, asked.tail, None)
 
     def follow(self, job: Job, start: int) -> None:
-        """Start following ``job`` from ``start`` on this connection."""
+        """Start following ``job`` from ``start`` on this connection (not once it has
+        ended: shutdown or revocation may come while its jobs are being looked up)."""
+        if self.closing is not None:
+            return
         member = Member(self, job.id)
         self.members[job.id] = member
-        self.cursor[job.id] = b"%s:%d" % (job.id.encode(), start)
+        if self.sse:  # the WebSocket has no cursor: its client tracks each job itself
+            self.cursor[job.id] = b"%s:%d" % (job.id.encode(), start)
         try:
             member.follow = self.res.streams.open(
                 job, start, self.transport, self.credential, member, group=self.group
@@ -226,7 +230,8 @@ class Session:
         self.signal(control("_error", job_id, problem=error.problem()))
 
     def past_end(self, job: Job) -> None:
-        self.cursor[job.id] = b"%s:%d" % (job.id.encode(), job.event_count)
+        if self.sse:
+            self.cursor[job.id] = b"%s:%d" % (job.id.encode(), job.event_count)
         self.signal(control("_end", job.id, reason="complete", next_index=job.event_count))
 
     def signal(self, body: bytes) -> None:

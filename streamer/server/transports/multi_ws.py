@@ -131,8 +131,8 @@ class Subscriptions:
             if start is None:
                 session.past_end(job)
                 return
+            session.follow(job, start)  # its first events are written after this turn
             session.signal(control("_subscribed", job.id, from_index=start))
-            session.follow(job, start)
         except StreamerError as exc:  # 404, 416, 409, ... or storage failing: this job only
             session.refused(wanted.job_id, exc)
 
