@@ -23,9 +23,9 @@ from streamer.server.settings import Settings
 
 from ..support.feeds import (
     MultiReader,
-    StreamRefused,
     frame_lines,
     parse_cursor,
+    read_until_done,
     sse_messages,
     ws_connect,
 )
@@ -58,25 +58,6 @@ async def produce(server: LiveServer, job: str, total: int, seed: int) -> None:
     assert r.status_code == 201, r.text
 
 
-async def follow_until_done(
-    reader: MultiReader, start: str, rng: random.Random, drop: tuple[int, int] = (5, 80)
-) -> None:
-    """Connections that drop after a random number of messages (within ``drop``),
-    resumed with the composite cursor, until the server ends the stream (every job
-    complete)."""
-    first = True
-    while True:
-        limit = rng.randint(*drop)
-        try:
-            count = await reader.read(start if first else None, limit)
-        except StreamRefused as refused:
-            assert refused.status == 204, refused.body  # every job already past its end
-            return
-        first = False
-        if count < limit:
-            return  # the server ended it: every job has ended
-
-
 async def test_readers_of_random_subsets_get_each_job_exactly_once(server: LiveServer) -> None:
     """12 jobs written at once; 24 readers, each of a random subset of up to 10, joining
     at random cursors mid-write, dropping and resuming with the composite id."""
@@ -94,7 +75,7 @@ async def test_readers_of_random_subsets_get_each_job_exactly_once(server: LiveS
             starts[job] = rng.randint(0, head)
         start = ",".join(f"{job}:{index}" for job, index in starts.items())
         reader = MultiReader(server.url, server.key, subset)
-        readers.append((reader, starts, asyncio.create_task(follow_until_done(reader, start, rng))))
+        readers.append((reader, starts, asyncio.create_task(read_until_done(reader, start, rng))))
         await asyncio.sleep(rng.random() * 0.02)
     async with asyncio.timeout(90):
         await asyncio.gather(*producers)
@@ -321,7 +302,7 @@ async def test_many_readers_of_many_jobs_get_each_job_exactly_once(settings: Set
                 (
                     reader,
                     asyncio.create_task(
-                        follow_until_done(reader, reader.positions(), rng, (200, 3000))
+                        read_until_done(reader, reader.positions(), rng, (200, 3000))
                     ),
                 )
             )

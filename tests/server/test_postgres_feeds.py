@@ -20,9 +20,9 @@ from ..support.feeds import (
     LAST,
     FeedReader,
     MultiReader,
-    StreamRefused,
     all_jobs,
     random_writes,
+    read_until_done,
 )
 
 
@@ -82,22 +82,6 @@ async def produce(client: httpx.AsyncClient, job: str, total: int, seed: int) ->
         sent += n
 
 
-async def follow(reader: MultiReader, start: str, rng: random.Random, urls: list[str]) -> None:
-    """Drop after a random number of messages; resume on a random node with the cursor."""
-    first = True
-    while True:
-        reader.base = rng.choice(urls)
-        limit = rng.randint(5, 60)
-        try:
-            count = await reader.read(start if first else None, limit)
-        except StreamRefused as refused:
-            assert refused.status == 204, refused.body
-            return
-        first = False
-        if count < limit:
-            return
-
-
 async def test_multi_job_readers_resuming_on_either_node_get_each_job_once(
     cluster: Cluster,
 ) -> None:
@@ -125,7 +109,13 @@ async def test_multi_job_readers_resuming_on_either_node_get_each_job_once(
                 starts[job] = rng.randint(0, head)
             start = ",".join(f"{job}:{index}" for job, index in starts.items())
             reader = MultiReader(urls[0], cluster.key, subset)
-            readers.append((reader, starts, asyncio.create_task(follow(reader, start, rng, urls))))
+            readers.append(
+                (
+                    reader,
+                    starts,
+                    asyncio.create_task(read_until_done(reader, start, rng, (5, 60), urls)),
+                )
+            )
             await asyncio.sleep(rng.random() * 0.05)
         await asyncio.gather(*writers)
         for i, job in enumerate(jobs):

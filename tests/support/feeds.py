@@ -126,6 +126,31 @@ class MultiReader:
         return count
 
 
+async def read_until_done(
+    reader: MultiReader,
+    start: str,
+    rng: random.Random,
+    drop: tuple[int, int] = (5, 80),
+    urls: list[str] | None = None,
+) -> None:
+    """Connections that drop after a random number of messages (within ``drop``), each
+    resumed with the composite cursor (on a random one of ``urls``, the nodes, when
+    given), until the server ends the stream: every job has ended."""
+    first = True
+    while True:
+        if urls:
+            reader.base = rng.choice(urls)
+        limit = rng.randint(*drop)
+        try:
+            count = await reader.read(start if first else None, limit)
+        except StreamRefused as refused:
+            assert refused.status == 204, refused.body  # every job already past its end
+            return
+        first = False
+        if count < limit:
+            return  # the server ended it: every job has ended
+
+
 def parse_cursor(cursor: str) -> dict[str, int]:
     """``ID:N,ID:N`` -> {ID: N}."""
     found = {}

@@ -34,20 +34,29 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from ...core.changes import feed_key, start_seq
-from ...core.errors import BadRequest, Forbidden, StreamerError
+from ...core.errors import BadRequest, StreamerError
 from ...core.follow import Follow
 from ...core.keys import Credential
 from ...core.models import Event
 from ..http.protocol import HTTPProtocol
 from ..openapi import Operation
-from ..requests import problem
 from ..resources import Resources, resources
 from . import frames
 from .sse import HEADERS
-from .streaming import Answered, answer, lean
+from .streaming import Answered, lean
 from .textlog import FALSE, TRUE
-from .wire import LeanChunks, LeanFrames, Pipe, PipeResponse, Wire, serve_websocket
-from .ws import close_for, origin_allowed
+from .wire import (
+    LeanChunks,
+    LeanFrames,
+    Pipe,
+    PipeResponse,
+    Wire,
+    check_origin,
+    refuse_asgi,
+    refuse_lean,
+    serve_websocket,
+)
+from .ws import close_for
 
 DOC = Operation(
     "Server-Sent Events: every change of the caller's jobs (created, updated, grew, deleted, "
@@ -182,10 +191,7 @@ async def changes_stream(request: Request) -> Response:
 
 
 async def _handshake(conn: HTTPConnection) -> FeedStart:
-    if not origin_allowed(conn):
-        raise Forbidden(
-            "this origin may not open WebSockets (STREAMER_ALLOWED_ORIGINS)", field="Origin"
-        )
+    check_origin(conn)
     return await feed_start(conn, None)
 
 
@@ -196,10 +202,7 @@ async def changes_ws_lean(scope: MutableMapping[str, Any], conn: HTTPProtocol) -
         started = await _handshake(request)
         follow = _open(resources(request), started, "ws", outlet)
     except StreamerError as exc:
-        context = lean(scope)
-        if conn.active is not None:
-            conn.active.keep_alive = False  # an upgrade refused: the connection ends
-        answer(conn, problem(exc), context.headers if context is not None else [])
+        refuse_lean(scope, conn, exc)
         return
     conn.accept_websocket([])
     wire = LeanFrames(conn)
@@ -216,10 +219,7 @@ async def changes_ws(websocket: WebSocket) -> None:
         started = await _handshake(websocket)
         follow = _open(res, started, "ws", outlet)
     except StreamerError as exc:
-        try:
-            await websocket.send_denial_response(problem(exc))
-        except RuntimeError:  # the server cannot answer a handshake with a response
-            await websocket.close(exc.ws_code)
+        await refuse_asgi(websocket, exc)
         return
     if started.snapshot is not None:
         pipe.write(started.snapshot)

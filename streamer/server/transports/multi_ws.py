@@ -29,16 +29,13 @@ import orjson
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket
 
-from ...core.errors import BadRequest, Conflict, Forbidden, StreamerError
+from ...core.errors import BadRequest, Conflict, StreamerError
 from ...core.models import JOB_ID
 from ..http.protocol import HTTPProtocol
 from ..openapi import Operation
-from ..requests import problem
 from ..resources import resources
 from .multi import Session, Wanted, control, parse_jobs
-from .streaming import answer, lean
-from .wire import LeanFrames, Pipe, serve_websocket
-from .ws import origin_allowed
+from .wire import LeanFrames, Pipe, check_origin, refuse_asgi, refuse_lean, serve_websocket
 
 DOC = Operation(
     "WebSocket (upgrade): several jobs' events, each tagged with its job id; the client "
@@ -148,10 +145,7 @@ class Subscriptions:
 async def _handshake(conn: HTTPConnection) -> tuple[Session, list[Op]]:
     """Everything refused before the upgrade: origin, credentials, the stream limit,
     a malformed ``jobs``; then the session and its first subscriptions."""
-    if not origin_allowed(conn):
-        raise Forbidden(
-            "this origin may not open WebSockets (STREAMER_ALLOWED_ORIGINS)", field="Origin"
-        )
+    check_origin(conn)
     res = resources(conn)
     res.streams.start_rate.take()
     credential = await res.auth.caller(conn)
@@ -167,10 +161,7 @@ async def streams_ws_lean(scope: MutableMapping[str, Any], conn: HTTPProtocol) -
     try:
         session, ops = await _handshake(request)
     except StreamerError as exc:
-        context = lean(scope)
-        if conn.active is not None:
-            conn.active.keep_alive = False  # an upgrade refused: the connection ends
-        answer(conn, problem(exc), context.headers if context is not None else [])
+        refuse_lean(scope, conn, exc)
         return
     conn.accept_websocket([])
     wire = LeanFrames(conn)
@@ -185,10 +176,7 @@ async def streams_ws(websocket: WebSocket) -> None:
     try:
         session, ops = await _handshake(websocket)
     except StreamerError as exc:
-        try:
-            await websocket.send_denial_response(problem(exc))
-        except RuntimeError:  # the server cannot answer a handshake with a response
-            await websocket.close(exc.ws_code)
+        await refuse_asgi(websocket, exc)
         return
     settings = session.res.settings
     pipe = Pipe(settings.stream_buffer_bytes)

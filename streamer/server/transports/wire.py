@@ -22,16 +22,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from typing import Any, Protocol
 
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ...core.errors import Forbidden, StreamerError
 from ..http.messages import Headers
 from ..http.protocol import HTTPProtocol
 from ..http.websocket import text_frame
+from ..requests import problem
+from .streaming import answer, lean
+from .ws import origin_allowed
 
 Close = tuple[int, str] | None  # a WebSocket close code and reason (None: the client left)
 
@@ -58,8 +63,8 @@ def _lost(conn: HTTPProtocol) -> bool:
     return conn.closed or transport is None or transport.is_closing()
 
 
-class LeanChunks:
-    """An SSE response on the lean server whose head is written."""
+class _Lean:
+    """What both lean wires share: the connection's drain and loss, told onwards."""
 
     __slots__ = ("conn", "on_ready", "on_lost")
 
@@ -68,20 +73,9 @@ class LeanChunks:
         self.on_ready: Callable[[], None] | None = None
         self.on_lost: Callable[[str], None] | None = None
         conn.on_drain.append(self._drained)
-        conn.on_lost.append(self._lost)
-
-    def ready(self) -> bool:
-        return self.conn.writable and not _lost(self.conn)
-
-    def write(self, message: bytes) -> None:
-        if not _lost(self.conn):
-            self.conn.write_chunk(message)
 
     async def drain(self) -> None:
         await self.conn.drain()
-
-    def end(self, close: Close) -> None:
-        self.conn.finish()
 
     def _drained(self) -> None:
         if self.on_ready is not None:
@@ -92,19 +86,36 @@ class LeanChunks:
             self.on_lost("disconnect")
 
 
-class LeanFrames:
-    """An accepted WebSocket on the lean server."""
+class LeanChunks(_Lean):
+    """An SSE response on the lean server whose head is written."""
 
-    __slots__ = ("conn", "on_ready", "on_lost", "on_message")
+    __slots__ = ()
 
     def __init__(self, conn: HTTPProtocol) -> None:
+        super().__init__(conn)
+        conn.on_lost.append(self._lost)
+
+    def ready(self) -> bool:
+        return self.conn.writable and not _lost(self.conn)
+
+    def write(self, message: bytes) -> None:
+        if not _lost(self.conn):
+            self.conn.write_chunk(message)
+
+    def end(self, close: Close) -> None:
+        self.conn.finish()
+
+
+class LeanFrames(_Lean):
+    """An accepted WebSocket on the lean server."""
+
+    __slots__ = ("on_message",)
+
+    def __init__(self, conn: HTTPProtocol) -> None:
+        super().__init__(conn)
         ws = conn.websocket
         assert ws is not None
-        self.conn = conn
-        self.on_ready: Callable[[], None] | None = None
-        self.on_lost: Callable[[str], None] | None = None
         self.on_message: Callable[[str | bytes], None] | None = None
-        conn.on_drain.append(self._drained)
         ws.on_close = lambda code: self._lost()
         ws.on_message = self._message
 
@@ -117,21 +128,10 @@ class LeanFrames:
         if ws is not None and not _lost(self.conn):
             ws.send(text_frame(message))
 
-    async def drain(self) -> None:
-        await self.conn.drain()
-
     def end(self, close: Close) -> None:
         ws = self.conn.websocket
         if ws is not None and close is not None:
             ws.close(*close)
-
-    def _drained(self) -> None:
-        if self.on_ready is not None:
-            self.on_ready()
-
-    def _lost(self) -> None:
-        if self.on_lost is not None:
-            self.on_lost("disconnect")
 
     def _message(self, data: str | bytes) -> None:
         if self.on_message is not None:
@@ -299,3 +299,31 @@ async def serve_websocket(
                 await websocket.close(*pipe.close)
         except (RuntimeError, OSError, TimeoutError):
             pass
+
+
+# WebSocket handshakes ----------------------------------------------------------------------
+
+
+def check_origin(conn: HTTPConnection) -> None:
+    """A browser origin that may not open WebSockets is refused (403) at the handshake."""
+    if not origin_allowed(conn):
+        raise Forbidden(
+            "this origin may not open WebSockets (STREAMER_ALLOWED_ORIGINS)", field="Origin"
+        )
+
+
+def refuse_lean(scope: MutableMapping[str, Any], conn: HTTPProtocol, exc: StreamerError) -> None:
+    """A refused upgrade on the lean server: the problem as an HTTP answer, then close."""
+    context = lean(scope)
+    if conn.active is not None:
+        conn.active.keep_alive = False
+    answer(conn, problem(exc), context.headers if context is not None else [])
+
+
+async def refuse_asgi(websocket: WebSocket, exc: StreamerError) -> None:
+    """A refused upgrade on the ASGI path: the problem, or its close code where the
+    server cannot answer a handshake with a response."""
+    try:
+        await websocket.send_denial_response(problem(exc))
+    except RuntimeError:
+        await websocket.close(exc.ws_code)
