@@ -398,6 +398,17 @@ class Server:
     def log_tail(self) -> str:
         return ""
 
+    def terminate(self) -> None:
+        """SIGTERM to the process, SIGKILL if it has not exited 20 s later."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
 
 class StreamerServer(Server):
     """``streamer serve`` (access log off) on SQLite in a temporary directory, or on
@@ -474,14 +485,7 @@ class StreamerServer(Server):
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
+        self.terminate()
         if self.pg is not None and self.own_pg:
             self.pg.drop()
 

@@ -634,6 +634,7 @@ class HTTPConnection(asyncio.Protocol):
         self._head_end = -1
         self._status = 0
         self._chunked = False
+        self.last_head = b""  # the last response's head, lower-cased (``header()``)
 
     @classmethod
     async def open(cls, port: int) -> HTTPConnection:
@@ -665,16 +666,16 @@ class HTTPConnection(asyncio.Protocol):
             if end < 0:
                 return
             self._head_end = end + 4
-            head = bytes(buf[:end]).lower()
+            head = self.last_head = bytes(buf[:end]).lower()
             self._status = int(head.split(b" ", 2)[1])
             found = re.search(rb"content-length: *(\d+)", head)
             self._length = int(found.group(1)) if found else -1
             self._chunked = b"transfer-encoding: chunked" in head
         if self._chunked:
-            end = buf.find(b"0\r\n\r\n", self._head_end)
-            if end < 0:
+            found = dechunk(buf, self._head_end)
+            if found is None:
                 return
-            body, rest = bytes(buf[self._head_end : end]), end + 5
+            body, rest = found
         else:
             length = max(self._length, 0)
             if len(buf) < self._head_end + length:
@@ -689,9 +690,30 @@ class HTTPConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result((self._status, body))
 
+    def header(self, name: str) -> str | None:
+        """A header of the last response (``name`` in lower case)."""
+        found = re.search(rb"\r\n" + name.encode() + rb": *([^\r]*)", self.last_head)
+        return found.group(1).decode() if found else None
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def dechunk(buf: bytearray, start: int) -> tuple[bytes, int] | None:
+    """A whole chunked body from ``start``: (its data, where it ends), or None yet."""
+    parts, at = [], start
+    while True:
+        line = buf.find(b"\r\n", at)
+        if line < 0:
+            return None
+        size = int(buf[at:line].split(b";", 1)[0], 16)
+        if size == 0:
+            return (b"".join(parts), line + 4) if len(buf) >= line + 4 else None
+        if len(buf) < line + 2 + size + 2:
+            return None
+        parts.append(bytes(buf[line + 2 : line + 2 + size]))
+        at = line + 2 + size + 2
 
 
 def post_request(target: Target, path: str, body: bytes) -> bytes:

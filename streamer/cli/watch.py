@@ -18,7 +18,6 @@ import orjson
 
 from . import exits
 from .client import Client, ClientError, Event
-from .jobs import summary
 from .streams import Ended, changes, multi_events
 from .terminal import json_safe, sanitize, use_color
 
@@ -148,7 +147,6 @@ async def watch_jobs(client: Client, args: argparse.Namespace, out: TextIO) -> i
 
 
 def _line(kind: str, job: dict[str, Any]) -> str:
-    row = summary(job)
-    name = sanitize(str(row["name"] or "-"), color=False)
-    events = row["events"] if row["events"] is not None else 0
-    return f"{kind:<8} {row['id']}  {row['status']:<9} {events:>7} events  {name}\n"
+    name = sanitize(str(job.get("name") or "-"), color=False)
+    events = job.get("event_count") or 0
+    return f"{kind:<8} {job.get('id')}  {job.get('status')!s:<9} {events:>7} events  {name}\n"

@@ -27,7 +27,7 @@ next change (every change carries the whole job, so nothing is lost: a reader ge
 the newer one), and its row is deleted when that one is recorded. Every
 ``trim_every``-th change of a user keeps only the user's ``keep`` most recent
 changes and raises the user's floor: a resume point below the floor is answered
-``Gone`` (410), never with a silently partial feed.
+``Dropped`` (410), never with a silently partial feed.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Protocol
 import orjson
 
 from .cursor import parse_cursor
-from .errors import CursorAhead, Gone, StreamerError
+from .errors import CursorAhead, Dropped, StreamerError
 from .journal import JobState
 from .models import Event, Job
 
@@ -152,7 +152,7 @@ def start_seq(head: int, floor: int, after: str | None, last_event_id: str | Non
             f"{field} {point} is beyond the feed's last change {head}", field=field, head=head
         )
     if point < floor:
-        raise Gone(
+        raise Dropped(
             f"changes up to {floor} are no longer kept ({field} {point}); "
             "reconnect with snapshot=true",
             field=field,

@@ -5,9 +5,11 @@
     ├── Unauthorized               401 / 4401
     ├── Forbidden                  403 / 1008   a browser origin that is not allowed
     ├── NotFound                   404 / 4404   missing, or someone else's
+    ├── MethodNotAllowed           405 / 1008   a write the resource cannot take
     ├── Conflict                   409 / 1008   illegal transition, expected_index
+    ├── Gone                       410 / 4404   a deleted stream kept for its forks
+    │   └── Dropped                410 / 4410   a resume point retention has dropped
     ├── PayloadTooLarge            413 / 1009
-    ├── Gone                       410 / 4410   a resume point retention has dropped
     ├── CursorAhead                416 / 1008   from_index beyond the next index
     ├── Unprocessable              422 / 1008   well-formed JSON, wrong content
     ├── ClientGone                 499 / 1001   the client left before its request was read
@@ -68,16 +70,26 @@ class NotFound(StreamerError):
     status, ws_code, title = 404, 4404, "Not Found"
 
 
+class MethodNotAllowed(StreamerError):
+    status, ws_code, title = 405, 1008, "Method Not Allowed"
+
+
 class Conflict(StreamerError):
     status, ws_code, title = 409, 1008, "Conflict"
 
 
+class Gone(StreamerError):
+    status, ws_code, title = 410, 4404, "Gone"
+
+
+class Dropped(Gone):
+    """The change feed's resume point is older than what retention keeps."""
+
+    ws_code = 4410
+
+
 class PayloadTooLarge(StreamerError):
     status, ws_code, title = 413, 1009, "Content Too Large"
-
-
-class Gone(StreamerError):
-    status, ws_code, title = 410, 4410, "Gone"
 
 
 class CursorAhead(StreamerError):

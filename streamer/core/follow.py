@@ -78,6 +78,30 @@ class Follow:
     the end the outlet's ``finish`` and then ``on_end`` are called, once.
     """
 
+    __slots__ = (
+        "reader",
+        "hub",
+        "job_id",
+        "next_index",
+        "tails",
+        "page_size",
+        "transport",
+        "send_timeout",
+        "outlet",
+        "on_end",
+        "replayed",
+        "sent",
+        "complete",
+        "closed",
+        "ended",
+        "channel",
+        "_live",
+        "_since",
+        "_task",
+        "_stalled",
+        "_last_write",
+    )
+
     def __init__(
         self,
         reader: EventReader,

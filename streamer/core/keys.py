@@ -15,6 +15,7 @@ periodic re-check can close them when the key stops being valid.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -34,10 +35,14 @@ KEY_LEN = len(KEY_PREFIX) + BODY_LEN + CHECK_LEN
 LOOKUP_LEN = 12
 
 
+ANONYMOUS_KEY = 0  # no key: a request served as the configured anonymous user
+
+
 @dataclass(frozen=True)
 class Credential:
     """Who is calling, and through which key (for a stream token: the key that minted
-    it). Streams keep it: revoking the key or deactivating the user ends them."""
+    it; ``ANONYMOUS_KEY`` for Durable Streams requests served without credentials).
+    Streams keep it: revoking the key or deactivating the user ends them."""
 
     user_id: int
     key_id: int
@@ -79,11 +84,19 @@ def well_formed(key: str) -> bool:
     return hmac.compare_digest(_checksum(body), check)
 
 
+@functools.lru_cache(maxsize=1024)
+def _digest(key: str) -> str | None:
+    """The stored form of a well-formed key, or None: pure, so the keys a busy server
+    sees again and again are checked and hashed once (only the lookup of what is
+    stored for them, which a revocation changes, runs on every request)."""
+    return hash_key(key) if well_formed(key) else None
+
+
 async def check_key(storage: KeyReader, key: str) -> tuple[User, int]:
     """The key's owner and the key's id, or ``Unauthorized``."""
-    if not well_formed(key):
+    digest = _digest(key)
+    if digest is None:
         raise Unauthorized("malformed API key")
-    digest = hash_key(key)
     found: tuple[User, int] | None = None
     for stored_hash, key_id, user in await storage.key_candidates(lookup_prefix(key)):
         if hmac.compare_digest(stored_hash, digest):

@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any, Protocol
 
+from .durable import AppendOutcome, AppendRequest, Config, ForkPlan, View
 from .models import APIKey, Event, Job, NewEvent, User
 
 OnCommit = Callable[[str, Sequence[Event]], None]
@@ -162,6 +163,43 @@ class Jobs(EventReader, Protocol):
         """The job's ``byte_count`` (``NotFound`` like ``get_job``)."""
 
 
+class Streams(Protocol):
+    """Durable Streams: a job with a path, in its user's namespace of paths. Writes go
+    through ``durable``'s rules in one transaction each, with the job's events."""
+
+    async def find(self, user_id: int, path: str) -> View | None:
+        """The user's stream at ``path``, or the user's job whose id is ``path``."""
+
+    async def fork_origin(self, job_id: str) -> tuple[str, int] | None:
+        """(source job id, fork index) of a fork; None for any other job."""
+
+    async def create(
+        self,
+        user_id: int,
+        path: str,
+        config: Config,
+        fork: ForkPlan | None,
+        source: str | None,
+        events: list[NewEvent],
+        byte_limit: int | None = None,
+    ) -> tuple[bool, View]:
+        """(created, the stream): idempotent on the same configuration, 409 otherwise."""
+
+    async def append(
+        self, user_id: int, job_id: str, request: AppendRequest, byte_limit: int | None = None
+    ) -> AppendOutcome:
+        """``durable.append``: events, producer position and stream columns together."""
+
+    async def delete(self, user_id: int, job_id: str) -> tuple[bool, list[str]]:
+        """(only marked deleted, ids of the jobs removed)."""
+
+    async def expire(self, user_id: int, job_id: str) -> tuple[bool, list[str]] | None:
+        """``delete`` if the stream's time is up; None when it is not."""
+
+    async def touch(self, job_id: str) -> None:
+        """A read restarts the stream's sliding TTL."""
+
+
 class ChangeFeed(EventReader, Protocol):
     """The change feed of each user's jobs (``changes.py``); ``read_events`` reads a
     feed by its key, from a sequence number."""
@@ -188,6 +226,9 @@ class Storage(Protocol):
 
     @property
     def jobs(self) -> Jobs: ...
+
+    @property
+    def streams(self) -> Streams: ...
 
     @property
     def changes(self) -> ChangeFeed: ...

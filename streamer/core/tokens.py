@@ -52,6 +52,16 @@ def mint(
 
 def check(secret: bytes, token: str, job_id: str) -> Credential:
     """The credential the token was minted with; ``Unauthorized`` for anything else."""
+    token_job, credential = claims(secret, token)
+    if token_job != job_id:
+        raise Unauthorized("stream token is for another job")
+    return credential
+
+
+def claims(secret: bytes, token: str) -> tuple[str, Credential]:
+    """The job a valid, unexpired token opens, and its credential (``Unauthorized``
+    otherwise): for routes that find the job from the token's user (Durable Streams
+    paths live in their user's namespace)."""
     if not token.startswith(TOKEN_PREFIX) or not token.isascii():
         raise Unauthorized("not a stream token")  # compare_digest refuses non-ASCII str
     payload, _, signature = token[len(TOKEN_PREFIX) :].partition(".")
@@ -59,16 +69,14 @@ def check(secret: bytes, token: str, job_id: str) -> Credential:
     if not hmac.compare_digest(expected, signature):
         raise Unauthorized("invalid stream token")
     try:
-        claims = orjson.loads(_unb64(payload))
-        token_job, expires = claims["j"], float(claims["e"])
-        credential = Credential(int(claims["u"]), int(claims["k"]))
+        data = orjson.loads(_unb64(payload))
+        token_job, expires = str(data["j"]), float(data["e"])
+        credential = Credential(int(data["u"]), int(data["k"]))
     except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise Unauthorized("invalid stream token") from exc
     if expires < time.time():
         raise Unauthorized("stream token expired; mint a new one")
-    if token_job != job_id:
-        raise Unauthorized("stream token is for another job")
-    return credential
+    return token_job, credential
 
 
 async def credential_for_token(storage: KeyReader, token: str, job_id: str) -> Credential:

@@ -149,7 +149,7 @@ async def list_events(request: Request) -> Response:
     start = parse_cursor("from_index", _param(request, "from_index")) or 0
     limit = _limit(request, res.settings.max_page_events, res.settings.max_page_events)
     check_not_ahead(job, start)
-    events = await res.storage.jobs.read_events(job.id, start, limit)
+    events = await res.streams.reader.read_events(job.id, start, limit)  # a fork's too
     next_index = events[-1].index + 1 if events else start
     complete = bool(events and events[-1].is_complete) or (
         job.is_final and next_index >= job.event_count

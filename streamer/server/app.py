@@ -29,6 +29,7 @@ from ..core.models import Event
 from ..core.ports import Storage
 from ..storage import open_storage
 from . import access_log, api, memory, metrics, openapi
+from .durable import routes as durable
 from .requests import json_response, problem
 from .resources import Resources, resources
 from .security import ApiCORS, SecurityMiddleware, install_log_filter, redact_path
@@ -119,6 +120,7 @@ def openapi_document() -> dict[str, object]:
         *openapi.prefixed("", {path: {"GET": op} for path, op in HEALTH_DOCS.items()}),
         *openapi.prefixed("/api/v1", api.DOCS),
         *openapi.prefixed("/api/v1", STREAM_DOCS),
+        *openapi.prefixed("", durable.DOCS),
     ]
     return openapi.document(operations, release)
 
@@ -212,6 +214,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
                 Route("/openapi.json", openapi_json),
             ],
         ),
+        Route("/v1/stream/{path:path}", durable.stream, methods=list(durable.HANDLERS)),
     ]
     if STATIC.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC, html=True), name="static"))

@@ -25,8 +25,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..core.errors import StreamerError
+from ..core.errors import NotFound, StreamerError
 from . import access_log, api
+from .durable import routes as durable
 from .http.asgi import http_scope, run_asgi
 from .http.messages import Request as HTTPRequest
 from .http.protocol import HTTPProtocol
@@ -50,11 +51,13 @@ ROUTES: list[tuple[str, str, Endpoint | WSEndpoint]] = [
     (WS, "/api/v1/jobs/changes/ws", changes.changes_ws_lean),
     ("GET", "/api/v1/streams/events", multi.streams_events),
     (WS, "/api/v1/streams/events/ws", multi_ws.streams_ws_lean),
+    *[(method, "/v1/stream/{path:path}", durable.stream) for method in durable.HANDLERS],
 ]
 
 
 class Router:
-    """Paths split on ``/``; a ``{name}`` part matches one non-empty segment."""
+    """Paths split on ``/``; a ``{name}`` part matches one non-empty segment, and a
+    last ``{name:path}`` part the non-empty rest of the path (``/`` included)."""
 
     def __init__(self, routes: list[tuple[str, str, Any]]) -> None:
         self.routes = [(method, path.split("/"), endpoint) for method, path, endpoint in routes]
@@ -62,14 +65,18 @@ class Router:
     def match(self, method: str, path: str) -> tuple[Any, dict[str, str]] | None:
         parts = path.split("/")
         for route_method, pattern, endpoint in self.routes:
-            if route_method != method or len(pattern) != len(parts):
+            if route_method != method:
+                continue
+            rest = pattern[-1].endswith(":path}")
+            if len(pattern) != len(parts) and not (rest and len(parts) > len(pattern)):
                 continue
             params: dict[str, str] = {}
-            for want, got in zip(pattern, parts, strict=True):
+            for i, want in enumerate(pattern):
+                got = "/".join(parts[i:]) if rest and i == len(pattern) - 1 else parts[i]
                 if want.startswith("{"):
                     if not got:
                         break
-                    params[want[1:-1]] = got
+                    params[want[1:-1].partition(":")[0]] = got
                 elif want != got:
                     break
             else:
@@ -84,20 +91,25 @@ class Dispatcher:
         self.app = app
         self.settings = settings
         self.router = Router(ROUTES)
+        self.cors = settings.cors_allowlist
+        self.plain_headers = api_headers(None, [])  # the same list for every request
 
     async def __call__(self, conn: HTTPProtocol, request: HTTPRequest) -> None:
         method = WS if request.upgrade else request.method
         found = self.router.match(method, request.path)
         if found is None:
-            if request.upgrade:
-                conn.refuse(404, "no WebSocket at this path")
+            if request.upgrade:  # answered like any missing route, then the connection ends
+                request.keep_alive = False
+                answer(conn, problem(NotFound("no WebSocket at this path")), self.plain_headers)
                 return
             await run_asgi(self.app, conn, request, http_scope(conn, request))
             return
         endpoint, params = found
         began, sent = time.perf_counter(), conn.sent
         scope = http_scope(conn, request, "websocket" if request.upgrade else "http")
-        headers = api_headers(request.header(b"origin"), self.settings.cors_allowlist)
+        headers = (
+            api_headers(request.header(b"origin"), self.cors) if self.cors else self.plain_headers
+        )
         scope["app"] = self.app
         scope["path_params"] = params
         scope["extensions"][LEAN_KEY] = Lean(conn, headers)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ..core.errors import BadRequest, PayloadTooLarge, Unprocessable
+from ..core.messages import CHECKED_TYPES, check_event_data
 from ..core.models import (
     EVENT_TYPE,
     INT64,
@@ -225,6 +226,8 @@ def parse_event(raw: Any, max_data_bytes: int, where: str = "") -> NewEvent:
                 field=f"{where}data",
                 limit=max_data_bytes,
             )
+    if etype in CHECKED_TYPES:
+        check_event_data(etype, data, f"{where}data")
     success = item.get("success")
     if etype == "complete":
         if not isinstance(success, bool):
@@ -263,7 +266,12 @@ def _parse_batch(items: list[Any], max_data_bytes: int) -> list[NewEvent]:
                 etype = item.get("type")
                 if size == 2 and (
                     etype == "log"
-                    or (type(etype) is str and etype != "complete" and EVENT_TYPE.fullmatch(etype))
+                    or (
+                        type(etype) is str
+                        and etype != "complete"
+                        and etype not in CHECKED_TYPES
+                        and EVENT_TYPE.fullmatch(etype)
+                    )
                 ):
                     events.append(NewEvent(etype, data, None))
                     continue

@@ -33,8 +33,8 @@ def problem(error: StreamerError) -> Response:
     )
 
 
-async def read_json(request: Request) -> Any:
-    """The request body as JSON, refusing more than ``max_body_bytes`` without reading it."""
+async def read_body(request: Request) -> bytes:
+    """The whole request body, refusing more than ``max_body_bytes`` without reading it."""
     limit = resources(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -47,9 +47,15 @@ async def read_json(request: Request) -> Any:
                 raise PayloadTooLarge(f"request body is larger than {limit} bytes", limit=limit)
     except ClientDisconnect as exc:
         raise ClientGone("the client left before sending its whole request body") from exc
+    return bytes(body)
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON (``read_body``'s limit)."""
+    body = await read_body(request)
     if not body:
         raise BadRequest("request body is empty; send a JSON object", field="body")
-    return parse_json(bytes(body))
+    return parse_json(body)
 
 
 class StreamStart(NamedTuple):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
+from ..core.forks import ForkingReader
 from ..core.hub import Hub
 from ..core.limits import AppendRate, StreamSlots, StreamStartRate
 from ..core.ports import Storage
@@ -34,12 +35,13 @@ class Resources:
     auth: Authenticator
     append_rate: AppendRate
     append_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    origin_allowlist: frozenset[str] = frozenset()  # the setting's, parsed once
     changes_published: int = 0  # change-feed entries handed to the hub (apart from events)
 
     @classmethod
     def build(cls, settings: Settings, storage: Storage, hub: Hub) -> Resources:
         streams = StreamRegistry(
-            storage.jobs,
+            ForkingReader(storage.jobs, storage.streams),
             storage.identity,
             hub,
             StreamSlots(settings.max_streams_per_user),
@@ -54,6 +56,7 @@ class Resources:
             streams,
             Authenticator(storage.identity),
             AppendRate(settings.append_rate, settings.append_burst),
+            origin_allowlist=settings.origin_allowlist,
         )
 
 

@@ -45,7 +45,7 @@ CSP = (
 )
 COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 PAGE_HEADERS = [*COMMON_HEADERS, (b"content-security-policy", CSP.encode())]
-API_PATHS = ("/api/", "/healthz", "/readyz", "/metrics")
+API_PATHS = ("/api/", "/v1/stream/", "/healthz", "/readyz", "/metrics")
 
 
 def redact_query(raw: bytes) -> bytes:

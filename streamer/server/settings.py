@@ -253,6 +253,24 @@ SETTINGS: tuple[Setting, ...] = (
         "after a burst; 0 is off",
     ),
     Setting(
+        "ds_anonymous_user",
+        "",
+        "email of an existing user as whom requests without credentials to the Durable "
+        "Streams routes (/v1/stream/) are served: anyone who can reach the port can then "
+        "read, write and delete that user's streams; empty (off) answers them 401",
+    ),
+    Setting(
+        "ds_long_poll_seconds",
+        20.0,
+        "how long a Durable Streams long-poll read waits for data before answering 204",
+    ),
+    Setting(
+        "ds_read_bytes",
+        1 << 20,
+        "most message bytes in one Durable Streams catch-up or long-poll answer (at least "
+        "one message is always sent)",
+    ),
+    Setting(
         "http",
         "builtin",
         "builtin (streamer's own server: the lean path and every connection bound) or "
@@ -335,6 +353,9 @@ class Settings:
     unlimited_clients: str = "127.0.0.1,::1"
     fd_reserve: int = 64
     memory_trim_seconds: float = 10.0
+    ds_anonymous_user: str = ""
+    ds_long_poll_seconds: float = 20.0
+    ds_read_bytes: int = 1 << 20
     http: str = "builtin"
     log_format: str = "text"
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -358,12 +379,8 @@ class Settings:
     @property
     def change_policy(self) -> ChangePolicy:
         """The change feed's bounds, as storage applies them."""
-        keep = self.feed_keep_changes
-        return ChangePolicy(
-            growth_interval_ms=round(self.feed_growth_interval_seconds * 1000),
-            keep=keep,
-            trim_every=min(keep, ChangePolicy.trim_every),
-        )
+        keep, ms = self.feed_keep_changes, round(self.feed_growth_interval_seconds * 1000)
+        return ChangePolicy(ms, keep, min(keep, ChangePolicy.trim_every))
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -416,12 +433,15 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         "ws_max_pings_per_second",
         "ws_max_pings_per_second",
         "max_connections_per_client",
+        "ds_read_bytes",
         "max_jobs_per_stream",
         "feed_keep_changes",
         "feed_snapshot_jobs",
     ):
         if getattr(settings, name) < 1:
             raise SystemExit(f"STREAMER_{name.upper()} must be at least 1")
+    if settings.ds_long_poll_seconds <= 0:
+        raise SystemExit("STREAMER_DS_LONG_POLL_SECONDS must be > 0")
     if settings.feed_growth_interval_seconds < 0:
         raise SystemExit("STREAMER_FEED_GROWTH_INTERVAL_SECONDS must be >= 0")
     if settings.append_rate < 0 or settings.auth_recheck_seconds <= 0:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ..core.errors import BadRequest
 from ..core.follow import Follow, Outlet
 from ..core.hub import Hub
-from ..core.keys import Credential
+from ..core.keys import ANONYMOUS_KEY, Credential
 from ..core.limits import StreamSlots, StreamStartRate
 from ..core.models import Job
 from ..core.ports import EventReader, KeyReader
@@ -207,16 +207,21 @@ class StreamRegistry:
 
         One query for all open streams, whatever process made the change: this is
         what makes revocation reach streams on every node within a re-check period.
+        Streams opened without a key (``ANONYMOUS_KEY``) have none to revoke.
         """
-        keys = {c.key_id for c in self.credentials.values()}
-        keys.update(g.credential.key_id for g in self.groups)
+        keyed = {s: c for s, c in self.credentials.items() if c.key_id != ANONYMOUS_KEY}
+        keys = {c.key_id for c in keyed.values()}
+        keys.update(
+            g.credential.key_id for g in self.groups if g.credential.key_id != ANONYMOUS_KEY
+        )
         if not keys:
             return 0
         alive = await self.keys.active_keys(keys)
         groups = [g for g in list(self.groups) if g.credential.key_id not in alive]
         for group in groups:
-            group.on_close("revoked")
-        revoked = [s for s, c in list(self.credentials.items()) if c.key_id not in alive]
+            if group.credential.key_id != ANONYMOUS_KEY:
+                group.on_close("revoked")
+        revoked = [s for s, c in keyed.items() if c.key_id not in alive]
         for stream in revoked:
             stream.close("revoked")
         return len(revoked) + len(groups)

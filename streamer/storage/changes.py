@@ -9,9 +9,9 @@ changes after a point, read as the log entries ``follow()`` merges with the hub.
 from __future__ import annotations
 
 from ..core.changes import ChangePolicy, feed_user
-from ..core.errors import Gone
+from ..core.errors import Dropped
 from ..core.models import Event, Job
-from . import transactions as txn
+from .change_log import record_growth
 from .commands import Database
 from .jobs import ReadWatcher
 from .rows import JOB_COLUMNS, event_from_row, job_from_row
@@ -56,7 +56,7 @@ class Changes:
         """The changes of feed ``key`` from sequence number ``from_index`` on (an
         ``EventReader``, so ``follow()`` reads a feed like a job's log).
 
-        ``Gone`` when retention has dropped changes at or past ``from_index``: a reader
+        ``Dropped`` (410) when retention has dropped changes at or past ``from_index``: a reader
         that fell that far behind (or resumed that late) is told, never served a feed
         with changes silently missing. One statement reads the floor with the rows.
         """
@@ -70,7 +70,7 @@ class Changes:
             (user_id, from_index, limit, user_id),
         )
         if rows and from_index <= int(rows[0][0]) > 0:  # 1 .. floor were dropped
-            raise Gone(
+            raise Dropped(
                 f"changes up to {rows[0][0]} are no longer kept (this reader needs "
                 f"{from_index} on); reconnect with snapshot=true",
                 oldest=int(rows[0][0]),
@@ -103,4 +103,4 @@ class Changes:
         return [(int(row[0]), str(row[1])) for row in rows]
 
     async def record_growth(self, user_id: int, job_id: str) -> bool:
-        return await self.db.transact(txn.record_growth(user_id, job_id, self.policy), job_id)
+        return await self.db.transact(record_growth(user_id, job_id, self.policy), job_id)

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from ..core.durable import Stream, View
 from ..core.journal import JobState
 from ..core.models import APIKey, Event, Job, User
 
@@ -22,6 +23,12 @@ JOB_COLUMNS = (
     "container_id, runner, event_count"
 )
 JOB_STATE_COLUMNS = f"{JOB_COLUMNS}, last_timestamp, byte_count, change_ms, change_count, grew_seq"
+STREAM_COLUMNS = (
+    "s.job_id, s.user_id, s.path, s.content_type, s.ttl_seconds, s.expires_at, s.touched_at, "
+    "s.stream_seq, s.source_id, s.fork_index, s.fork_spec, s.deleted"
+)
+# A stream's job and its row (NULLs for a job that is no stream), jobs as ``j``.
+VIEW_COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(",")) + ", " + STREAM_COLUMNS
 # Every column a write may change, in the order of ``job_state_values``.
 JOB_UPDATE = (
     "UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, container_id = ?, "
@@ -83,3 +90,27 @@ def job_state_values(state: JobState) -> tuple[Any, ...]:
 def event_from_row(row: Sequence[Any]) -> Event:
     """A row of ``idx, type, line``."""
     return Event(row[0], row[1], bytes(row[2]))
+
+
+def stream_from_row(row: Sequence[Any]) -> Stream:
+    """A row of ``STREAM_COLUMNS``."""
+    return Stream(
+        job_id=row[0],
+        user_id=row[1],
+        path=row[2],
+        content_type=row[3],
+        ttl=row[4],
+        expires_at=row[5],
+        touched_at=row[6],
+        seq=row[7],
+        source_id=row[8],
+        fork_index=row[9],
+        fork_spec=row[10],
+        deleted=bool(row[11]),
+    )
+
+
+def view_from_row(row: Sequence[Any]) -> View:
+    """A row of ``VIEW_COLUMNS``."""
+    stream = stream_from_row(row[12:]) if row[12] is not None else None
+    return View(job_from_row(row), stream)

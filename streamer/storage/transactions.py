@@ -15,31 +15,32 @@ import secrets
 from collections.abc import Generator, Sequence
 from typing import Any
 
-import orjson
-
-from ..core import changes, journal
+from ..core import changes, durable, journal
 from ..core.changes import ChangePolicy
-from ..core.errors import job_not_found
+from ..core.durable import AppendOutcome, AppendRequest, Config, ForkPlan, Stream, View
+from ..core.errors import Conflict, Gone, NotFound, job_not_found
 from ..core.journal import JobState
 from ..core.models import APIKey, Event, Job, NewEvent, User, utcnow
+from ..core.producers import Position
+from .change_log import appended_change, insert_job, record_change
 from .commands import (
-    Command,
     Execute,
     LoadJob,
     OldestQueued,
     Published,
     Query,
-    SaveChange,
     SaveJob,
     Transaction,
 )
-from .rows import JOB_STATE_COLUMNS, USER_COLUMNS, job_state_from_row, user_from_row
-
-# The user's next sequence number; the counter's row is locked until commit, so the
-# user's changes commit in sequence order on every backend.
-NEXT_SEQ = (
-    "INSERT INTO change_heads (user_id, seq, floor) VALUES (?, 1, 0) "
-    "ON CONFLICT (user_id) DO UPDATE SET seq = change_heads.seq + 1 RETURNING seq"
+from .rows import (
+    JOB_STATE_COLUMNS,
+    STREAM_COLUMNS,
+    USER_COLUMNS,
+    VIEW_COLUMNS,
+    job_state_from_row,
+    stream_from_row,
+    user_from_row,
+    view_from_row,
 )
 
 
@@ -93,53 +94,12 @@ def create_secret(name: str) -> Transaction[bytes]:
     return bytes(rows[0][0]), []
 
 
-def record_change(
-    state: JobState, kind: str, policy: ChangePolicy
-) -> Generator[Command, Any, Published]:
-    """Record change ``kind`` of the job in ``state`` (whose row the caller then saves
-    or has deleted): the user's next sequence number, the change, and every
-    ``trim_every``-th time the user's retention. Returns what it publishes."""
-    user_id = state.job.user_id
-    rows = yield Query(NEXT_SEQ, (user_id,))
-    change = changes.note(state, kind, int(rows[0][0]), changes.now_ms())
-    yield SaveChange(change)
-    if changes.trim_due(change.seq, policy):
-        rows = yield Query(
-            "SELECT seq FROM job_changes WHERE user_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
-            (user_id, policy.keep),
-        )
-        if rows:
-            cut = int(rows[0][0])
-            yield Execute("DELETE FROM job_changes WHERE user_id = ? AND seq <= ?", (user_id, cut))
-            yield Execute(
-                "UPDATE change_heads SET floor = ? WHERE user_id = ? AND floor < ?",
-                (cut, user_id, cut),
-            )
-    return [(changes.feed_key(user_id), [change.event()])]
-
-
 def create_job(
     user_id: int, name: str | None, metadata: dict[str, Any], policy: ChangePolicy
 ) -> Transaction[Job]:
     state = JobState(journal.new_job(user_id, name, metadata, utcnow()))
-    published = yield from record_change(state, changes.CREATED, policy)
-    job = state.job
-    yield Execute(
-        "INSERT INTO jobs (id, user_id, name, status, metadata, created_at, updated_at, "
-        "change_ms, change_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            job.id,
-            user_id,
-            name,
-            job.status,
-            orjson.dumps(metadata).decode(),
-            job.created_at,
-            job.updated_at,
-            state.change_ms,
-            state.change_count,
-        ),
-    )
-    return job, published
+    published = yield from insert_job(state, policy)
+    return state.job, published
 
 
 def append(
@@ -156,9 +116,7 @@ def append(
         state, events, utcnow(), expected_index=expected_index, byte_limit=byte_limit
     )
     published: Published = [(job_id, appended.events)]
-    kind = changes.after_append(state, status, changes.now_ms(), policy)
-    if kind is not None:  # else the growth is pending, for the sweep
-        published += yield from record_change(state, kind, policy)
+    published += yield from appended_change(state, status, policy)
     yield SaveJob(state, appended)
     return appended.events, published
 
@@ -181,17 +139,10 @@ def claim_job(user_id: int, policy: ChangePolicy) -> Transaction[Job | None]:
     return (yield from update_job(user_id, job_id, journal.CLAIM, policy))
 
 
-def record_growth(user_id: int, job_id: str, policy: ChangePolicy) -> Transaction[bool]:
-    """The trailing growth of a job, if it is still due under the job's row lock."""
-    state = yield LoadJob(user_id, job_id)
-    if not changes.growth_due(state, changes.now_ms(), policy):
-        return False, []
-    published = yield from record_change(state, changes.GREW, policy)
-    yield SaveJob(state, None)
-    return True, published
-
-
 def delete_job(user_id: int, job_id: str, policy: ChangePolicy) -> Transaction[None]:
+    forks = yield Query("SELECT 1 FROM streams WHERE source_id = ? LIMIT 1", (job_id,))
+    if forks:
+        raise Conflict("forks of this stream read its events: delete them first")
     rows = yield Query(
         f"DELETE FROM jobs WHERE id = ? AND user_id = ? RETURNING {JOB_STATE_COLUMNS}",
         (job_id, user_id),
@@ -203,10 +154,13 @@ def delete_job(user_id: int, job_id: str, policy: ChangePolicy) -> Transaction[N
 
 
 def delete_finished_jobs(before: str, limit: int, policy: ChangePolicy) -> Transaction[int]:
+    """Final jobs finished before ``before``, except the sources of forks (whose events
+    the forks read); each one's ``deleted`` change."""
     rows = yield Query(
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN "
         "('completed', 'failed', 'cancelled') AND coalesce(finished_at, updated_at) < ? "
-        f"LIMIT ?) RETURNING {JOB_STATE_COLUMNS}",
+        "AND NOT EXISTS (SELECT 1 FROM streams WHERE streams.source_id = jobs.id) LIMIT ?) "
+        f"RETURNING {JOB_STATE_COLUMNS}",
         (before, limit),
     )
     published: Published = []
@@ -214,3 +168,213 @@ def delete_finished_jobs(before: str, limit: int, policy: ChangePolicy) -> Trans
     for state in sorted(map(job_state_from_row, rows), key=lambda s: (s.job.user_id, s.job.id)):
         published += yield from record_change(state, changes.DELETED, policy)
     return len(rows), published
+
+
+# Durable Streams -----------------------------------------------------------------------
+
+FIND_STREAM = (
+    f"SELECT {VIEW_COLUMNS} FROM streams s JOIN jobs j ON j.id = s.job_id "
+    "WHERE s.user_id = ? AND s.path = ?"
+)
+FIND_JOB = (
+    f"SELECT {VIEW_COLUMNS} FROM jobs j LEFT JOIN streams s ON s.job_id = j.id "
+    "WHERE j.id = ? AND j.user_id = ?"
+)
+
+
+def create_stream(
+    user_id: int,
+    path: str,
+    config: Config,
+    fork: ForkPlan | None,
+    source: str | None,
+    events: list[NewEvent],
+    byte_limit: int | None,
+    policy: ChangePolicy,
+) -> Transaction[tuple[bool, View]]:
+    """A new stream at ``path`` (True), or the one there if its configuration is the
+    same (False); 409 otherwise. An expired stream at the path is removed first."""
+    now = utcnow()
+    published: Published = []
+    rows = yield Query(FIND_STREAM, (user_id, path))
+    if not rows:
+        rows = yield Query(FIND_JOB, (path, user_id))  # a job, addressed by its id
+    if rows:
+        view = view_from_row(rows[0])
+        stream = view.stream
+        if stream is not None and stream.deleted:
+            raise Conflict("this path's stream was deleted and its forks still read it")
+        if stream is None or not durable.expired(stream):
+            if durable.same_config(durable.config_of(view), config):
+                return (False, view), []
+            raise Conflict("a stream with another configuration exists at this path")
+        (soft, _), gone = yield from _remove(stream.job_id, policy)
+        published += gone
+        if soft:
+            raise Conflict("this path's stream expired and its forks still read it")
+    source_id = None
+    if source is not None:
+        found = yield Query(FIND_STREAM, (user_id, source))
+        if not found or view_from_row(found[0]).stream is None:
+            raise NotFound("the source stream was not found")
+        if view_from_row(found[0]).stream.deleted:  # type: ignore[union-attr]
+            raise Conflict("the source stream was deleted")
+        source_id = found[0][0]
+    job = journal.new_job(user_id, path, {}, now)
+    base = fork.base if fork is not None else 0
+    stream = Stream(
+        job.id,
+        user_id,
+        path,
+        config.content_type,
+        config.ttl,
+        config.expires_at,
+        now,
+        None,
+        source_id,
+        base,
+        config.fork_spec,
+    )
+    state = journal.JobState(job)
+    job.event_count = base  # a fork starts where its source's prefix ends
+    published += yield from insert_job(state, policy)
+    yield Execute(
+        "INSERT INTO streams (job_id, user_id, path, content_type, ttl_seconds, expires_at, "
+        "touched_at, source_id, fork_index, fork_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            job.id,
+            user_id,
+            path,
+            stream.content_type,
+            stream.ttl,
+            stream.expires_at,
+            now,
+            source_id,
+            base,
+            stream.fork_spec,
+        ),
+    )
+    first = [fork.first] if fork is not None and fork.first is not None else []
+    closing = [NewEvent("complete", None, True)] if config.closed else []
+    new = [*first, *events, *closing]
+    status = job.status
+    appended = journal.append(state, new, now, byte_limit=byte_limit) if new else None
+    if appended is not None:
+        published.append((job.id, appended.events))
+        published += yield from appended_change(state, status, policy)
+    if appended is not None or base:
+        yield SaveJob(state, appended)
+    return (True, View(job, stream)), published
+
+
+def append_stream(
+    user_id: int, job_id: str, request: AppendRequest, byte_limit: int | None, policy: ChangePolicy
+) -> Transaction[AppendOutcome]:
+    """``durable.append`` with the stream's rows loaded (the job's locked), then its
+    events, the producer's position and the stream's columns stored together."""
+    state = yield LoadJob(user_id, job_id)
+    rows = yield Query(f"SELECT {STREAM_COLUMNS} FROM streams s WHERE s.job_id = ?", (job_id,))
+    if not rows:
+        raise NotFound("stream not found")
+    stream = stream_from_row(rows[0])
+    if stream.deleted:
+        raise Gone("the stream was deleted")
+    stored = None
+    claim = request.claim
+    if claim is not None:
+        found = yield Query(
+            "SELECT epoch, seq FROM producers WHERE job_id = ? AND producer = ?",
+            (job_id, claim.producer),
+        )
+        stored = Position(found[0][0], found[0][1]) if found else None
+    seq, status = stream.seq, state.job.status
+    outcome = durable.append(stream, state, stored, request, utcnow(), byte_limit=byte_limit)
+    published: Published = []
+    if outcome.appended is not None:
+        published = [(job_id, outcome.appended.events)]
+        published += yield from appended_change(state, status, policy)
+        yield SaveJob(state, outcome.appended)
+    if outcome.position is not None and claim is not None:
+        yield Execute(
+            "INSERT INTO producers (job_id, producer, epoch, seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (job_id, producer) DO UPDATE SET epoch = excluded.epoch, "
+            "seq = excluded.seq",
+            (job_id, claim.producer, outcome.position.epoch, outcome.position.seq),
+        )
+    if stream.seq != seq or (stream.ttl is not None and outcome.appended is not None):
+        yield Execute(
+            "UPDATE streams SET stream_seq = ?, touched_at = ? WHERE job_id = ?",
+            (stream.seq, stream.touched_at, job_id),
+        )
+    return outcome, published
+
+
+def delete_stream(
+    user_id: int, job_id: str, policy: ChangePolicy
+) -> Transaction[tuple[bool, list[str]]]:
+    """(soft-deleted, ids of the jobs removed): a stream whose forks read it is only
+    marked deleted; removing a fork removes its marked sources that nothing else reads."""
+    rows = yield Query(
+        f"SELECT {STREAM_COLUMNS} FROM streams s WHERE s.job_id = ? AND s.user_id = ?",
+        (job_id, user_id),
+    )
+    if not rows:
+        raise NotFound("stream not found")
+    if stream_from_row(rows[0]).deleted:
+        raise Gone("the stream was deleted")
+    return (yield from _remove(job_id, policy))
+
+
+def expire_stream(
+    user_id: int, job_id: str, policy: ChangePolicy
+) -> Transaction[tuple[bool, list[str]] | None]:
+    """``delete_stream`` for a stream whose time is up (None: it is not, any more)."""
+    rows = yield Query(
+        f"SELECT {STREAM_COLUMNS} FROM streams s WHERE s.job_id = ? AND s.user_id = ?",
+        (job_id, user_id),
+    )
+    if not rows:
+        return None, []
+    stream = stream_from_row(rows[0])
+    if stream.deleted or not durable.expired(stream):
+        return None, []
+    return (yield from _remove(job_id, policy))
+
+
+def _remove(
+    job_id: str, policy: ChangePolicy
+) -> Generator[Any, Any, tuple[tuple[bool, list[str]], Published]]:
+    """((soft-deleted, ids removed), the ``deleted`` changes of the jobs removed)."""
+    forks = yield Query("SELECT 1 FROM streams WHERE source_id = ? LIMIT 1", (job_id,))
+    if forks:
+        yield Execute("UPDATE streams SET deleted = TRUE WHERE job_id = ?", (job_id,))
+        return (True, []), []
+    removed: list[str] = []
+    published: Published = []
+    current: str | None = job_id
+    while current is not None:
+        rows = yield Query("SELECT source_id FROM streams WHERE job_id = ?", (current,))
+        gone = yield Query(
+            f"DELETE FROM jobs WHERE id = ? RETURNING {JOB_STATE_COLUMNS}", (current,)
+        )
+        if gone:
+            published += yield from record_change(
+                job_state_from_row(gone[0]), changes.DELETED, policy
+            )
+        removed.append(current)
+        source = rows[0][0] if rows else None
+        current = None
+        if source is not None:
+            marked = yield Query(
+                "SELECT 1 FROM streams s WHERE s.job_id = ? AND s.deleted AND NOT EXISTS "
+                "(SELECT 1 FROM streams f WHERE f.source_id = s.job_id)",
+                (source,),
+            )
+            current = source if marked else None
+    return (False, removed), published
+
+
+def touch_stream(job_id: str, now: str) -> Transaction[None]:
+    """A read restarts a stream's sliding TTL."""
+    yield Execute("UPDATE streams SET touched_at = ? WHERE job_id = ?", (now, job_id))
+    return None, []

@@ -19,7 +19,7 @@ from ..support import REPO
 from ..support.live import LiveServer
 
 DOC = REPO / "docs" / "api.md"
-ROW = re.compile(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`?\s]*)`", re.MULTILINE)
+ROW = re.compile(r"^\| `(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) (/[^`?\s]*)`", re.MULTILINE)
 # Served by the app but not JSON API routes, so not in the OpenAPI document.
 DASHBOARD = {("GET", "/"), ("GET", "/{file}")}
 # A close code passed as a literal: ``close(1000, ...)``, ``_fail(1002, ...)``, or a

@@ -11,7 +11,7 @@ import pytest
 
 from streamer.server.settings import Settings
 
-from ..support.clients import ws_collect
+from ..support.clients import ds_long_poll_read, ds_sse_read, ws_collect
 from ..support.live import LiveServer, ReadHooks, serving
 
 TOTAL = 1500
@@ -156,3 +156,81 @@ async def test_text_log_follow_prints_every_line_once(live_server: LiveServer) -
             chunks.append(chunk)
     await producer
     assert "".join(chunks) == "".join(f"line {i}\n" for i in range(500))
+
+
+DS_PATH = "/v1/stream/boundary/ds"
+
+
+async def ds_produce(server: LiveServer, producers: int, batches: int, size: int) -> None:
+    """``producers`` writers appending numbered JSON messages in batches, then a close."""
+    client = server.client()
+
+    async def write(p: int) -> None:
+        for b in range(batches):
+            body = [{"p": p, "n": b * size + i} for i in range(size)]
+            r = await client.post(DS_PATH, json=body)
+            assert r.status_code == 204, r.text
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(write(p) for p in range(producers)))
+    closed = await client.post(DS_PATH, headers={"Stream-Closed": "true"})
+    assert closed.status_code == 204
+
+
+async def test_durable_streams_readers_joining_at_random_offsets_get_each_message_once(
+    either_path_server: LiveServer,
+) -> None:
+    """40 Durable Streams readers (half SSE, half long-poll) join at random offsets while
+    two producers append: each gets exactly the stream's messages from its offset, in
+    the stream's order, and both end at the closed stream's final offset."""
+    server = either_path_server
+    rng = random.Random(20261204)
+    client = server.client()
+    assert (await client.put(DS_PATH, headers={"Content-Type": "application/json"})).is_success
+    producer = asyncio.create_task(ds_produce(server, producers=2, batches=60, size=5))
+    readers = []
+    for i in range(40):
+        head = await client.head(DS_PATH)
+        tail = int(head.headers["Stream-Next-Offset"][-16:])
+        start = rng.randint(0, tail)
+        offset = f"0000000000000000_{start:016d}"
+        read = ds_sse_read if i % 2 == 0 else ds_long_poll_read
+        readers.append((start, asyncio.create_task(read(server.url, DS_PATH, server.key, offset))))
+        await asyncio.sleep(rng.random() * 0.01)
+    await asyncio.wait_for(producer, 60)
+    whole = await client.get(DS_PATH, params={"offset": "-1"})
+    everything = whole.json()
+    assert len(everything) == 600 and whole.headers["Stream-Closed"] == "true"
+    for start, task in readers:
+        got, final = await asyncio.wait_for(task, 60)
+        assert got == everything[start:], f"reader from {start}: {len(got)} messages"
+        assert final == whole.headers["Stream-Next-Offset"]
+    assert server.resources.hub.subscriber_count == 0
+
+
+@pytest.mark.parametrize("read", [ds_sse_read, ds_long_poll_read], ids=["sse", "long-poll"])
+@pytest.mark.parametrize("boundary", ["after_subscribe", "after_replay"])
+async def test_durable_streams_reads_paused_at_the_boundary_miss_nothing(
+    settings: Settings, boundary: str, read: Any
+) -> None:
+    """A Durable Streams reader paused between subscribe and replay (or replay and
+    live) while messages are appended: none missing, none twice."""
+    paused, release = asyncio.Event(), asyncio.Event()
+
+    async def pause(job_id: str) -> None:
+        paused.set()
+        await release.wait()
+
+    async with serving(settings) as server:
+        client = server.client()
+        await client.put(DS_PATH, json=[{"n": i} for i in range(5)])
+        setattr(server.hooks, boundary, pause)
+        reader = asyncio.create_task(
+            read(server.url, DS_PATH, server.key, "0000000000000000_0000000000000002")
+        )
+        await asyncio.wait_for(paused.wait(), 10)
+        await client.post(DS_PATH, json=[{"n": i} for i in range(5, 10)])
+        release.set()
+        await client.post(DS_PATH, json=[{"n": 10}], headers={"Stream-Closed": "true"})
+        got, _ = await asyncio.wait_for(reader, 20)
+        assert got == [{"n": i} for i in range(2, 11)]

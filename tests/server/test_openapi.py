@@ -5,6 +5,7 @@ requests without valid credentials)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -57,7 +58,8 @@ def mounted(routes: list[Any], prefix: str = "") -> set[tuple[str, str]]:
             found.add((prefix + route.path, "get"))  # the upgrade is a GET
         elif isinstance(route, Route):
             methods = route.methods or {"GET"}
-            found |= {(prefix + route.path, m.lower()) for m in methods if m != "HEAD"}
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", prefix + route.path)  # {path:path}
+            found |= {(path, m.lower()) for m in methods if m != "HEAD"}
     return found
 
 
@@ -76,7 +78,7 @@ async def test_every_secured_operation_names_bearer_auth(document: dict[str, Any
     public = {"/healthz", "/readyz", "/metrics", DOC}
     for path, ops in document["paths"].items():
         for method, op in ops.items():
-            expected = [] if path in public else [{"bearer": []}]
+            expected = [] if path in public or method == "options" else [{"bearer": []}]
             assert op["security"] == expected, (method, path)
             if expected:
                 assert "401" in op["responses"], (method, path)
@@ -116,7 +118,8 @@ async def test_schemas_are_valid_and_describe_real_responses(
 async def test_schemathesis_finds_no_server_error_and_no_ignored_auth(
     server: LiveServer, tmp_path: Path
 ) -> None:
-    """The JSON routes (streams excluded), 20 examples each, a fixed seed: no 5xx, and
+    """The JSON routes and the Durable Streams writes (streams excluded), 20 examples
+    each, a fixed seed: no 5xx, and
     each secured operation sent without credentials (or with bad ones) is a 401."""
     executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     if executable is None:
@@ -139,6 +142,12 @@ async def test_schemathesis_finds_no_server_error_and_no_ignored_auth(
         "examples,coverage,fuzzing",
         "--exclude-path-regex",
         STREAMING,
+        "--exclude-operation-id",
+        "get_stream_path",  # Durable Streams reads: long-poll and SSE wait
+        # Appends to random stream paths are mostly 404s and 400s, which schemathesis
+        # reports as warnings (missing test data); the checks above still run on them.
+        "--warnings",
+        "missing_auth,base_url_mismatch,unused_openapi_auth,method_not_allowed",
         "--header",
         f"Authorization: Bearer {server.key}",
         "--report-dir",
@@ -150,5 +159,5 @@ async def test_schemathesis_finds_no_server_error_and_no_ignored_auth(
     out, _ = await asyncio.wait_for(proc.communicate(), 90)
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text[-6000:]
-    assert "No issues found" in text and "Tested: 12" in text, text[-3000:]
+    assert "No issues found" in text and "Tested: 16" in text, text[-3000:]
     assert server.key not in text.replace(server.key[:8] + "*", "")

@@ -17,17 +17,18 @@ import orjson
 import pytest
 
 from streamer.core.changes import ChangePolicy, feed_key, feed_user
-from streamer.core.errors import Gone
+from streamer.core.errors import Dropped
 from streamer.core.models import Event, NewEvent
 from streamer.storage import Storage, open_storage
 
-from .test_storage_contract import Backend, backend, logs, new_user  # noqa: F401
+from ..support.backends import Backend, new_user
+from .test_storage_contract import logs
 
 NEVER = ChangePolicy(growth_interval_ms=10**12)  # appends never record a growth by themselves
 ALWAYS = ChangePolicy(growth_interval_ms=0)  # every append records one
 
 
-async def instance(backend: Backend, policy: ChangePolicy) -> Storage:  # noqa: F811
+async def instance(backend: Backend, policy: ChangePolicy) -> Storage:
     storage = open_storage(backend.url, policy=policy)
     await storage.open()
     backend.opened.append(storage)
@@ -56,7 +57,7 @@ class FeedCommits:
             self.seqs.setdefault(key, []).extend(e.index for e in entries)
 
 
-async def test_every_write_records_its_change_in_order(backend: Backend) -> None:  # noqa: F811
+async def test_every_write_records_its_change_in_order(backend: Backend) -> None:
     """create, first event, PATCH, complete, delete: one change each, seq 1..5, published."""
     storage = await instance(backend, NEVER)
     commits = FeedCommits()
@@ -90,7 +91,7 @@ async def test_every_write_records_its_change_in_order(backend: Backend) -> None
 
 
 async def test_growth_is_throttled_and_the_trailing_growth_recorded(
-    backend: Backend,  # noqa: F811
+    backend: Backend,
 ) -> None:
     """Appends inside the interval record nothing; the sweep's record does, once, with
     the count at that time; it supersedes the job's earlier grew change."""
@@ -114,7 +115,7 @@ async def test_growth_is_throttled_and_the_trailing_growth_recorded(
 
 
 async def test_a_growth_left_pending_is_found_after_its_interval(
-    backend: Backend,  # noqa: F811
+    backend: Backend,
 ) -> None:
     """The throttle's clock is the job's column: a sweep anywhere finds what is due."""
     storage = await instance(backend, ChangePolicy(growth_interval_ms=60_000))
@@ -138,7 +139,7 @@ def _age_job(job_id: str) -> Any:
 
 
 async def test_retention_keeps_the_last_changes_and_raises_the_floor(
-    backend: Backend,  # noqa: F811
+    backend: Backend,
 ) -> None:
     storage = await instance(backend, ChangePolicy(growth_interval_ms=10**12, keep=5, trim_every=4))
     uid = await new_user(storage)
@@ -152,11 +153,11 @@ async def test_retention_keeps_the_last_changes_and_raises_the_floor(
     assert (head, floor) == (16, 11)
     entries = await storage.changes.read_events(feed_key(uid), 12, 100)
     assert [e.index for e in entries] == [12, 13, 14, 15, 16]
-    with pytest.raises(Gone):  # a reader that still needs 11 is told, not served 12 on
+    with pytest.raises(Dropped):  # a reader that still needs 11 is told, not served 12 on
         await storage.changes.read_events(feed_key(uid), 11, 100)
 
 
-async def test_retention_sweep_records_each_deleted_job(backend: Backend) -> None:  # noqa: F811
+async def test_retention_sweep_records_each_deleted_job(backend: Backend) -> None:
     storage = await instance(backend, NEVER)
     a, b = await new_user(storage, "a"), await new_user(storage, "b")
     for uid in (a, b):
@@ -167,7 +168,7 @@ async def test_retention_sweep_records_each_deleted_job(backend: Backend) -> Non
         assert [c["type"] for c in await feed(storage, uid)] == ["created", "updated", "deleted"]
 
 
-async def test_feeds_are_per_user(backend: Backend) -> None:  # noqa: F811
+async def test_feeds_are_per_user(backend: Backend) -> None:
     storage = await instance(backend, NEVER)
     a, b = await new_user(storage, "a"), await new_user(storage, "b")
     await storage.jobs.create_job(a, "mine", {})
@@ -177,7 +178,7 @@ async def test_feeds_are_per_user(backend: Backend) -> None:  # noqa: F811
     assert head == 1 and [j.name for j in jobs] == ["mine"]
 
 
-async def test_snapshots_are_consistent_with_their_head(backend: Backend) -> None:  # noqa: F811
+async def test_snapshots_are_consistent_with_their_head(backend: Backend) -> None:
     """Snapshots taken while two nodes create, change and delete jobs: each equals the
     job list rebuilt from the changes up to its head; each node publishes the feed in
     strictly increasing order (the server-level two-node tests cover delivery)."""

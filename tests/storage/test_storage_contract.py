@@ -13,10 +13,7 @@ import asyncio
 import contextlib
 import os
 import random
-import secrets
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -25,55 +22,9 @@ from streamer.core.changes import feed_user
 from streamer.core.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from streamer.core.journal import COMPLETE_DATA_ALLOWANCE
 from streamer.core.models import Event, NewEvent, utcnow
-from streamer.storage import Storage, open_storage
+from streamer.storage import Storage
 
-from ..support.postgres import pg_database
-
-
-@dataclass
-class Backend:
-    """One database; ``instance()`` opens another storage on it, as another process would."""
-
-    name: str
-    url: str
-    opened: list[Storage] = field(default_factory=list)
-
-    async def instance(self) -> Storage:
-        storage = open_storage(self.url)
-        await storage.open()
-        self.opened.append(storage)
-        return storage
-
-    async def close(self, storage: Storage) -> None:
-        self.opened.remove(storage)
-        await storage.close()
-
-    async def close_all(self) -> None:
-        while self.opened:
-            await self.opened.pop().close()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
-        backend = Backend("sqlite", str(tmp_path / "contract.db"))
-        try:
-            yield backend
-        finally:
-            await backend.close_all()
-        return
-    async with pg_database() as (url, _):
-        backend = Backend("postgres", url)
-        try:
-            yield backend
-        finally:
-            await backend.close_all()
-
-
-@pytest.fixture
-async def storage(backend: Backend) -> Storage:
-    return await backend.instance()
-
+from ..support.backends import Backend, new_user
 
 # --- helpers ----------------------------------------------------------------------------
 
@@ -94,11 +45,6 @@ def logs(n: int, text: str = "line") -> list[NewEvent]:
 
 COMPLETE_OK = NewEvent("complete", None, True)
 COMPLETE_FAILED = NewEvent("complete", None, False)
-
-
-async def new_user(storage: Storage, name: str = "user") -> int:
-    user = await storage.identity.create_user(name, f"{name}-{secrets.token_hex(4)}@example.com")
-    return user.id
 
 
 class Commits:

@@ -170,3 +170,55 @@ async def raw_sse_ids(
     finally:
         writer.close()
     return ids
+
+
+async def ds_sse_read(base: str, path: str, key: str, offset: str) -> tuple[list[Any], str]:
+    """A Durable Streams SSE read of a JSON stream until ``streamClosed``: the messages,
+    and the last ``streamNextOffset``. Checks that every data event is followed by a
+    control event whose offset moved by exactly the messages it held."""
+    messages: list[Any] = []
+    pending: list[Any] | None = None
+    position = offset
+    async with (
+        httpx.AsyncClient(timeout=30, verify=False) as client,
+        client.stream(
+            "GET",
+            f"{base}{path}",
+            params={"offset": offset, "live": "sse"},
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        async for item in parse_sse(response.aiter_bytes()):
+            if isinstance(item, str):
+                continue
+            if item.event == "data":
+                assert pending is None, "two data events without a control event"
+                pending = json.loads(item.data)
+                continue
+            control = item.json()
+            got = pending or []
+            moved = int(control["streamNextOffset"][-16:]) - int(position[-16:] or 0)
+            assert moved == len(got) or position == "-1", (position, control, len(got))
+            messages += got
+            pending, position = None, control["streamNextOffset"]
+            if control.get("streamClosed"):
+                return messages, position
+    raise AssertionError("the SSE response ended before streamClosed")
+
+
+async def ds_long_poll_read(base: str, path: str, key: str, offset: str) -> tuple[list[Any], str]:
+    """Durable Streams long-polls of a JSON stream from ``offset`` until
+    ``Stream-Closed``: the messages, and the final offset."""
+    messages: list[Any] = []
+    async with httpx.AsyncClient(
+        base_url=base, timeout=30, verify=False, headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        while True:
+            response = await client.get(path, params={"offset": offset, "live": "long-poll"})
+            assert response.status_code in (200, 204), response.text
+            if response.status_code == 200:
+                messages += response.json()
+            offset = response.headers["Stream-Next-Offset"]
+            if response.headers.get("Stream-Closed") == "true":
+                return messages, offset

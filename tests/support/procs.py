@@ -59,6 +59,7 @@ class ServerProcess:
     key: str = ""
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra STREAMER_* settings
+    db_url: str = ""  # another database than the file ``db`` (PostgreSQL); logs stay by ``db``
     log: Path = field(init=False)
     # How to run it: this interpreter's package by default; an installed command
     # (a fresh venv's, the README's ``.venv/bin/streamer``) for the release tests.
@@ -78,7 +79,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 20) -> None:
         """Start and wait for /readyz; the first start records the printed admin key."""
-        env = {**os.environ, **self.env, "STREAMER_DB": str(self.db), "PYTHONUNBUFFERED": "1"}
+        database = self.db_url or str(self.db)
+        env = {**os.environ, **self.env, "STREAMER_DB": database, "PYTHONUNBUFFERED": "1"}
         flags = self.flags
         if flags is None:
             flags = ["--port", str(self.port), "--log-level", "warning"]

@@ -47,6 +47,7 @@ class Host(Protocol):
 
     limits: Limits
     dispatch: Dispatch
+    timed: dict[HTTPProtocol, None]  # connections with a deadline armed
 
     def admit(self, conn: HTTPProtocol) -> bool: ...
 
@@ -58,7 +59,37 @@ class Host(Protocol):
 
 
 class HTTPProtocol(asyncio.Protocol):
-    """The server side of one connection."""
+    """The server side of one connection. Slotted: an idle stream's connection is
+    most of what an idle reader costs."""
+
+    __slots__ = (
+        "server",
+        "limits",
+        "loop",
+        "transport",
+        "client",
+        "local",
+        "reader",
+        "active",
+        "queue",
+        "task",
+        "websocket",
+        "writable",
+        "reading",
+        "closed",
+        "lingering",
+        "head_done",
+        "chunked",
+        "responses",
+        "status",
+        "sent",
+        "on_done",
+        "on_drain",
+        "on_lost",
+        "_drained",
+        "deadline",
+        "deadline_reason",
+    )
 
     def __init__(self, server: Host) -> None:
         self.server = server
@@ -70,7 +101,6 @@ class HTTPProtocol(asyncio.Protocol):
         self.reader = RequestReader(self)
         self.active: Request | None = None  # being answered
         self.queue: deque[Request] = deque()  # complete, waiting for their turn
-        self.pending = b""  # received, not yet parsed (the pipelining bound holds)
         self.task: asyncio.Task[None] | None = None
         self.websocket: WebSocket | None = None
         self.writable = True
@@ -86,7 +116,10 @@ class HTTPProtocol(asyncio.Protocol):
         self.on_drain: list[Callable[[], None]] = []
         self.on_lost: list[Callable[[], None]] = []
         self._drained: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        # One deadline at a time (head, body, idle keep-alive, linger), checked by the
+        # server's sweep: a float per request instead of a timer armed and cancelled.
+        self.deadline = 0.0
+        self.deadline_reason = ""
 
     # asyncio.Protocol -----------------------------------------------------------------
 
@@ -123,8 +156,8 @@ class HTTPProtocol(asyncio.Protocol):
         self._release_drain()
         for callback in list(self.on_drain):
             callback()
-        if not self.reading and not self.closed and self.active is None:
-            self.resume_reading()
+        if self.active is None and not self.closed:
+            self._next()
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
@@ -132,7 +165,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self.websocket is not None:
             self.websocket.feed(data)
             return
-        self.pending = self.pending + data if self.pending else data
+        self.reader.receive(data)
         self.reader.feed()
 
     def eof_received(self) -> bool | None:
@@ -149,8 +182,10 @@ class HTTPProtocol(asyncio.Protocol):
             self._next()
 
     def _next(self) -> None:
-        """Answer the next queued request, if any and if none is being answered."""
-        if self.active is not None or self.closed:
+        """Answer the next queued request, if any and if none is being answered, and
+        only while the client takes its answers: a client that pipelines and never
+        reads gets no more answers buffered for it (``resume_writing`` goes on)."""
+        if self.active is not None or self.closed or not self.writable:
             return
         if not self.queue:
             self.arm(self.limits.keepalive_timeout, "idle")
@@ -160,7 +195,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.head_done = self.chunked = False
         self._disarm()
         self.task = self.loop.create_task(self._run(request))
-        if self.pending and self.reading:
+        if self.reading:
             self.reader.feed()
 
     async def _run(self, request: Request) -> None:
@@ -232,7 +267,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._next()
 
     def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
+        if not self.closed and self.transport is not None and not self.transport.is_closing():
             self.sent += len(data)
             self.transport.write(data)
 
@@ -287,7 +322,7 @@ class HTTPProtocol(asyncio.Protocol):
         reads the 413. What it sends meanwhile is dropped unread (no memory); the
         connection closes when it finishes sending or after a bounded wait."""
         self.lingering = True
-        self.pending = b""
+        self.reader.take_rest()
         self.resume_reading()
         self.arm(min(self.limits.request_timeout, 5.0), "linger")
 
@@ -325,7 +360,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.write(b"".join(head))
         self.responses += 1
         self.websocket = WebSocket(self)
-        leftover, self.pending = self.pending, b""
+        leftover = self.reader.take_rest()
         self.resume_reading()
         if leftover:
             self.websocket.feed(leftover)
@@ -334,17 +369,24 @@ class HTTPProtocol(asyncio.Protocol):
     # timers and reading ---------------------------------------------------------------------
 
     def arm(self, seconds: float, reason: str) -> None:
-        self._disarm()
-        if seconds > 0:
-            self._timer = self.loop.call_later(seconds, self._expired, reason)
+        if seconds <= 0:
+            self._disarm()
+            return
+        self.deadline = self.loop.time() + seconds
+        self.deadline_reason = reason
+        self.server.timed[self] = None
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self.deadline:
+            self.deadline = 0.0
+            self.server.timed.pop(self, None)
 
-    def _expired(self, reason: str) -> None:
-        self._timer = None
+    def expired(self, now: float) -> None:
+        """From the server's sweep: act on a deadline that has passed."""
+        if not self.deadline or now < self.deadline:
+            return
+        reason = self.deadline_reason
+        self._disarm()
         if self.closed or self.websocket is not None:
             return
         if reason in ("idle", "linger") or self.active is not None:
@@ -358,10 +400,10 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if not self.reading and self.transport is not None and not self.closed:
+        if not self.reading and self.transport is not None and not self.closed and self.writable:
             self.reading = True
             self.transport.resume_reading()
-            if self.pending and self.websocket is None:
+            if self.websocket is None:
                 self.reader.feed()
 
     def _release_drain(self) -> None:

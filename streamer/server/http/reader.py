@@ -19,7 +19,8 @@ import httptools
 from .limits import Limits
 from .messages import Request
 
-FEED_SLICE = 4096  # bytes parsed at once, so the pipelining bound is checked often
+# Bytes parsed at once when no request head ends sooner (see ``_next_size``).
+FEED_SLICE = 4096
 
 
 class _Closed:
@@ -31,7 +32,6 @@ class Connection(Protocol):
 
     loop: asyncio.AbstractEventLoop
     limits: Limits
-    pending: bytes
     queue: deque[Request]
     closed: bool
     lingering: bool
@@ -60,6 +60,20 @@ class Connection(Protocol):
 class RequestReader:
     """The parser's callbacks for one connection."""
 
+    __slots__ = (
+        "conn",
+        "limits",
+        "parser",
+        "request",
+        "in_head",
+        "head_bytes",
+        "head_size",
+        "feeding",
+        "pending",
+        "offset",
+        "body_left",
+    )
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.limits = conn.limits
@@ -67,16 +81,50 @@ class RequestReader:
         self.request: Request | None = None  # being parsed
         self.in_head = False
         self.head_bytes = 0  # of the request head being read, fed so far
+        self.head_size = 0  # of its request line and headers, as parsed
+        self.feeding = False  # inside feed(): the parser must not be fed again from a callback
+        self.pending = b""  # received; parsed up to ``offset`` (the queue's bound holds)
+        self.offset = 0
+        self.body_left = 0  # bytes of the declared body still to come
+
+    def receive(self, data: bytes) -> None:
+        if self.offset >= len(self.pending):
+            self.pending, self.offset = data, 0
+        else:
+            self.pending, self.offset = self.pending[self.offset :] + data, 0
+
+    def take_rest(self) -> bytes:
+        """What was received and not parsed (after an upgrade: the first frames)."""
+        rest = self.pending[self.offset :]
+        self.pending, self.offset = b"", 0
+        return rest
 
     def feed(self) -> None:
         """Parse what the connection has pending, a slice at a time, until the queue
-        of complete requests is full."""
+        of complete requests is full. Not reentrant: a callback that would feed more
+        (an answer that ends inside a callback) leaves it to the loop already here."""
+        if self.feeding:
+            return
+        self.feeding = True
+        try:
+            self._feed()
+        finally:
+            self.feeding = False
+
+    def _feed(self) -> None:
         conn = self.conn
-        while conn.pending and not conn.closed and conn.websocket is None and not conn.lingering:
+        view = memoryview(self.pending)
+        while (
+            self.offset < len(view)
+            and not conn.closed
+            and conn.websocket is None
+            and not conn.lingering
+        ):
             if len(conn.queue) >= self.limits.max_pipelined:
                 conn.pause_reading()
                 return
-            chunk, conn.pending = conn.pending[:FEED_SLICE], conn.pending[FEED_SLICE:]
+            chunk = view[self.offset : self.offset + self._next_size()]
+            self.offset += len(chunk)
             if self.in_head:
                 self.head_bytes += len(chunk)
                 if self.head_bytes > self.limits.max_head_bytes + FEED_SLICE:
@@ -85,8 +133,8 @@ class RequestReader:
             try:
                 self.parser.feed_data(chunk)
             except httptools.HttpParserUpgrade as upgrade:
-                offset = int(upgrade.args[0]) if upgrade.args else len(chunk)
-                conn.pending = chunk[offset:] + conn.pending
+                at = int(upgrade.args[0]) if upgrade.args else len(chunk)
+                self.offset -= len(chunk) - at  # the rest is the WebSocket's
                 request, self.request = self.request, None
                 conn.upgrade(request)
                 return
@@ -95,8 +143,19 @@ class RequestReader:
             except httptools.HttpParserError as exc:
                 conn.refuse(400, f"malformed request: {exc}")
                 return
-        if not conn.pending and len(conn.queue) < self.limits.max_pipelined:
-            conn.resume_reading()
+        if self.offset >= len(self.pending):
+            self.pending, self.offset = b"", 0
+            if len(conn.queue) < self.limits.max_pipelined:
+                conn.resume_reading()
+
+    def _next_size(self) -> int:
+        """How much to feed next: a declared body whole, else up to the end of the next
+        request head (a slice at most), so one feed completes at most one request
+        and the queue's bound is exact however tiny the pipelined requests are."""
+        if self.body_left > 0:
+            return self.body_left
+        end = self.pending.find(b"\r\n\r\n", self.offset, self.offset + FEED_SLICE)
+        return end + 4 - self.offset if end >= 0 else FEED_SLICE
 
     def close(self) -> None:
         """The connection is gone: drop the parser (it refers back to this reader)."""
@@ -108,7 +167,7 @@ class RequestReader:
     def on_message_begin(self) -> None:
         conn = self.conn
         self.request = Request(b"", conn.loop.time())
-        self.head_bytes = 0
+        self.head_bytes = self.head_size = self.body_left = 0
         self.in_head = True
         if conn.active is None and not conn.queue:
             conn.arm(self.limits.header_timeout, "header_timeout")
@@ -117,7 +176,8 @@ class RequestReader:
         request = self.request
         assert request is not None
         request.target += url
-        if len(request.target) > self.limits.max_head_bytes:
+        self.head_size += len(url)
+        if self.head_size > self.limits.max_head_bytes:
             self.conn.refuse(431, "request target is too long")
             raise httptools.HttpParserCallbackError("target too long")
 
@@ -125,6 +185,10 @@ class RequestReader:
         request = self.request
         assert request is not None
         request.headers.append((name.lower(), value))
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.limits.max_head_bytes:
+            self.conn.refuse(431, "request head is too large")
+            raise httptools.HttpParserCallbackError("head too large")
         if len(request.headers) > self.limits.max_headers:
             self.conn.refuse(431, "too many request headers")
             raise httptools.HttpParserCallbackError("too many headers")
@@ -141,9 +205,11 @@ class RequestReader:
         request.path = unquote(parsed.path.decode("latin-1"), errors="surrogateescape")
         request.query = parsed.query or b""
         length = request.header(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limits.max_request_bytes:
-            self._too_large()
-            raise httptools.HttpParserCallbackError("body too large")
+        if length is not None and length.isdigit():
+            if int(length) > self.limits.max_request_bytes:
+                self._too_large()
+                raise httptools.HttpParserCallbackError("body too large")
+            self.body_left = int(length)
         if conn.active is None and not conn.queue:
             conn.arm(self.limits.request_timeout, "request_timeout")
             if request.header(b"expect") == b"100-continue" and not request.upgrade:
@@ -153,6 +219,7 @@ class RequestReader:
         request = self.request
         assert request is not None
         request.body += body
+        self.body_left = max(0, self.body_left - len(body))  # chunked: none declared
         if len(request.body) > self.limits.max_request_bytes:
             self._too_large()
             raise httptools.HttpParserCallbackError("body too large")

@@ -39,6 +39,7 @@ from .protocol import Dispatch, HTTPProtocol
 
 log = logging.getLogger("streamer.http")
 RETRY_AFTER = b"1"
+SWEEP_EVERY = 0.25  # seconds between checks of the connections' deadlines
 
 
 def raise_fd_limit() -> int:
@@ -124,6 +125,7 @@ class Server:
             asyncio.get_event_loop_policy().get_event_loop() if False else None
         )  # set in serve
         self.connections: dict[HTTPProtocol, None] = {}  # oldest first
+        self.timed: dict[HTTPProtocol, None] = {}  # those with a deadline armed
         self.per_client: Counter[str] = Counter()
         self.budget = 0
         self.refused: Counter[str] = Counter()  # why connections and requests were refused
@@ -159,11 +161,13 @@ class Server:
             )
             self._servers.append(server)
         ticker = loop.create_task(self._tick(), name="streamer-ws-pings")
+        sweeper = loop.create_task(self._sweep(), name="streamer-deadlines")
         self.started = True
         try:
             await self._exit.wait()
         finally:
             ticker.cancel()
+            sweeper.cancel()
             await self._shut_down()
 
     async def _shut_down(self) -> None:
@@ -189,6 +193,17 @@ class Server:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         if self.lifespan is not None:
             await self.lifespan.shutdown()
+
+    async def _sweep(self) -> None:
+        """Every connection's deadline (head, body, keep-alive, linger), checked
+        several times a second: a timeout fires within a fraction of a second of its
+        time, at the cost of a float per request instead of a timer."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            now = loop.time()
+            for conn in [c for c in self.timed if now >= c.deadline]:
+                conn.expired(now)
 
     async def _tick(self) -> None:
         """Ping open WebSockets; close the ones that stopped answering."""
@@ -244,6 +259,7 @@ class Server:
         return False
 
     def forget(self, conn: HTTPProtocol) -> None:
+        self.timed.pop(conn, None)
         if self.connections.pop(conn, 0) is None:
             client = conn.client[0] if conn.client else "-"
             self.per_client[client] -= 1

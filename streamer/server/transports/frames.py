@@ -44,10 +44,19 @@ def sse_message(event: Event) -> bytes:
 
 
 def sse(events: Sequence[Event]) -> bytes:
-    """SSE messages for a run of events."""
+    """SSE messages for a run of events. A run (a replay page, a busy flush) is framed
+    in one pass and not kept: its events are rarely framed again, and keeping a form
+    on each would cost more than building it."""
     if len(events) == 1:
         return sse_message(events[0])
-    return b"".join([sse_message(e) for e in events])
+    return b"".join(
+        [
+            b"id: %d\nevent: %s\ndata: %s\n\n" % (e.index, e.type.encode(), e.line)
+            if e.wire is None
+            else sse_message(e)
+            for e in events
+        ]
+    )
 
 
 def sse_chunk(events: Sequence[Event]) -> bytes:

@@ -69,7 +69,7 @@ def origin_allowed(conn: HTTPConnection) -> bool:
     origin = conn.headers.get("origin")
     if origin is None:
         return True  # not a browser: browsers always send Origin on WebSockets
-    if origin in resources(conn).settings.origin_allowlist:
+    if origin in resources(conn).origin_allowlist:
         return True
     own_scheme = "https" if conn.url.scheme == "wss" else "http"
     own_host = conn.headers.get("host", "").lower()

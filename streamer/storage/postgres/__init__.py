@@ -18,6 +18,7 @@ from ...core.ports import OnCommit
 from ..changes import Changes
 from ..identity import Identity
 from ..jobs import Jobs
+from ..streams import Streams
 from .database import CONNECT_TIMEOUT, PostgresDatabase
 from .watch import Watcher
 
@@ -38,6 +39,7 @@ class PostgresStorage:
         self.identity = Identity(self.db)
         self.jobs = Jobs(self.db, self.watcher, policy)
         self.changes = Changes(self.db, self.watcher, policy)
+        self.streams = Streams(self.db, policy)
 
     @property
     def on_commit(self) -> OnCommit | None:

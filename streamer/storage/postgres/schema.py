@@ -76,7 +76,35 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE jobs SET byte_count =
         (SELECT coalesce(sum(octet_length(line)), 0) FROM events WHERE events.job_id = jobs.id);
     """,
-    # 4: the change feed (core/changes.py): each user's counter and floor, the changes,
+    # 4: Durable Streams: a stream is a job with a path in its user's namespace; a fork
+    # reads its source's events below fork_index (so a source with forks cannot be
+    # deleted, only marked); producers hold each idempotent producer's last append.
+    """
+    CREATE TABLE streams (
+        job_id TEXT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+        user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        ttl_seconds BIGINT,
+        expires_at TEXT,
+        touched_at TEXT,
+        stream_seq TEXT,
+        source_id TEXT REFERENCES jobs(id),
+        fork_index BIGINT NOT NULL DEFAULT 0,
+        fork_spec TEXT,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE UNIQUE INDEX streams_path ON streams(user_id, path);
+    CREATE INDEX streams_source ON streams(source_id);
+    CREATE TABLE producers (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        producer TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (job_id, producer)
+    );
+    """,
+    # 5: the change feed (core/changes.py): each user's counter and floor, the changes,
     # and each job's bookkeeping (existing jobs start with nothing pending).
     """
     ALTER TABLE jobs ADD COLUMN change_ms BIGINT NOT NULL DEFAULT 0;

@@ -15,6 +15,7 @@ from ...core.stats import Histogram
 from ..changes import Changes
 from ..identity import Identity
 from ..jobs import Jobs
+from ..streams import Streams
 from .database import SQLiteDatabase
 
 
@@ -25,6 +26,7 @@ class SQLiteStorage:
         self.identity = Identity(self.db)
         self.jobs = Jobs(self.db, policy=policy)
         self.changes = Changes(self.db, policy=policy)
+        self.streams = Streams(self.db, policy)
 
     @property
     def on_commit(self) -> OnCommit | None:

@@ -69,7 +69,35 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE jobs SET byte_count =
         (SELECT coalesce(sum(length(line)), 0) FROM events WHERE events.job_id = jobs.id);
     """,
-    # 4: the change feed (core/changes.py): each user's counter and floor, the changes,
+    # 4: Durable Streams: a stream is a job with a path in its user's namespace; a fork
+    # reads its source's events below fork_index (so a source with forks cannot be
+    # deleted, only marked); producers hold each idempotent producer's last append.
+    """
+    CREATE TABLE streams (
+        job_id TEXT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        ttl_seconds INTEGER,
+        expires_at TEXT,
+        touched_at TEXT,
+        stream_seq TEXT,
+        source_id TEXT REFERENCES jobs(id),
+        fork_index INTEGER NOT NULL DEFAULT 0,
+        fork_spec TEXT,
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX streams_path ON streams(user_id, path);
+    CREATE INDEX streams_source ON streams(source_id);
+    CREATE TABLE producers (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        producer TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (job_id, producer)
+    ) WITHOUT ROWID;
+    """,
+    # 5: the change feed (core/changes.py): each user's counter and floor, the changes,
     # and each job's bookkeeping (existing jobs start with nothing pending).
     """
     ALTER TABLE jobs ADD COLUMN change_ms INTEGER NOT NULL DEFAULT 0;

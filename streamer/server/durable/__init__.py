@@ -1,0 +1,1 @@
+"""The Durable Streams protocol on streamer's jobs: ``/v1/stream/{path}``."""
