@@ -232,3 +232,26 @@ async def test_snapshots_are_consistent_with_their_head(backend: Backend) -> Non
     for commits in published:
         seqs = commits.seqs.get(feed_key(uid), [])
         assert seqs == sorted(set(seqs)), "a node published its feed out of order or twice"
+
+
+async def test_durable_streams_are_jobs_in_the_feed_too(backend: Backend) -> None:
+    """A stream created with data, appended to, and deleted: its changes, in order."""
+    from streamer.core.durable import AppendRequest, Config
+
+    storage = await instance(backend, ALWAYS)
+    uid = await new_user(storage)
+    created, view = await storage.streams.create(
+        uid, "ci/build", Config("text/plain"), None, None, [NewEvent("log", "a", None)]
+    )
+    assert created
+    await storage.streams.append(uid, view.job.id, AppendRequest([NewEvent("log", "b", None)]))
+    changes = await feed(storage, uid)
+    assert [(c["type"], c["job"]["event_count"]) for c in changes] == [
+        ("created", 0),
+        ("updated", 1),  # its first event started it
+        ("grew", 2),
+    ]
+    assert {c["job"]["name"] for c in changes} == {"ci/build"}
+    await storage.streams.delete(uid, view.job.id)
+    after = [(c["seq"], c["type"]) for c in await feed(storage, uid)]
+    assert after == [(1, "created"), (2, "updated"), (4, "deleted")]  # it superseded grew
