@@ -301,8 +301,58 @@ class WSSubscriber(Subscriber):
             transport.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
 
 
+MUX_EVENT = re.compile(rb'"job_id":"([A-Za-z0-9_-]+)"[^~]*~(\d{10}) (\d{19})')
+
+
+class MuxCheck:
+    """For a subscriber of several jobs on one connection (``/streams/events``): each
+    job's events must arrive in its own sequence, once each; ``expect`` is the total."""
+
+    def events(self, data: bytes | bytearray) -> None:
+        sub: Any = self
+        found = MUX_EVENT.findall(data)
+        if not found:
+            return
+        now = time.monotonic_ns()
+        if not sub.first_ns:
+            sub.first_ns = now
+        sub.last_ns = now
+        nexts: dict[bytes, int] = sub.__dict__.setdefault("job_next", {})
+        for job, seq, sent in found:
+            s, expected = int(seq), nexts.get(job, sub.next_seq)
+            if s < expected:
+                sub.dups += 1
+                continue
+            sub.gaps += s - expected
+            nexts[job] = s + 1
+            sub.received += 1
+            if sub.record:
+                sub.latencies.append(now - int(sent))
+        if not sub.done and sub.received >= sub.expect:
+            sub.done = True
+            if not sub.ended.done():
+                sub.ended.set_result(None)
+            sub.on_done(sub)
+
+
+class MuxSSESubscriber(MuxCheck, SSESubscriber):
+    pass
+
+
+class MuxWSSubscriber(MuxCheck, WSSubscriber):
+    pass
+
+
+SUBSCRIBERS: dict[str, type[Subscriber]] = {
+    "sse": SSESubscriber,
+    "ws": WSSubscriber,
+    "mux-sse": MuxSSESubscriber,
+    "mux-ws": MuxWSSubscriber,
+}
+
+
 def subscribe_request(target_headers: dict[str, str], path: str, transport: str) -> bytes:
-    if transport == "sse":
+    if transport in ("sse", "mux-sse"):
         return request_head("GET", path, {**target_headers, "Accept": "text/event-stream"})
     key = base64.b64encode(os.urandom(16)).decode()
     extra = (
@@ -333,6 +383,7 @@ class SubSpec:
     timeout: float = 120.0
     hold_after_done: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    paths: list[str] = field(default_factory=list)  # one per subscriber, instead of ``path``
 
 
 async def _worker(conn: Connection, spec: SubSpec) -> None:
@@ -355,7 +406,7 @@ async def _worker(conn: Connection, spec: SubSpec) -> None:
             if not spec.hold_after_done:
                 sub.close()
 
-    cls = SSESubscriber if spec.transport == "sse" else WSSubscriber
+    cls = SUBSCRIBERS[spec.transport]
     request = subscribe_request(spec.headers, spec.path, spec.transport)
     gate = asyncio.Semaphore(spec.concurrency)
     subs: list[Subscriber] = []
@@ -363,7 +414,10 @@ async def _worker(conn: Connection, spec: SubSpec) -> None:
 
     async def open_one(i: int) -> None:
         slow = i < spec.slow
-        sub = cls(request, spec.start_seq, spec.expect, spec.record and not slow, on_done, slow)
+        own = subscribe_request(spec.headers, spec.paths[i], spec.transport) if spec.paths else None
+        sub = cls(
+            own or request, spec.start_seq, spec.expect, spec.record and not slow, on_done, slow
+        )
         subs.append(sub)
         async with gate:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -30,7 +30,17 @@ from pathlib import Path
 from .common import RESULTS, Recorder, Suite, nchan_available, postgres_admin_url
 from .loadgen import run
 
-SCENARIOS = ("ingest", "fanout", "replay", "idle", "slow", "crossnode", "durable")
+SCENARIOS = (
+    "ingest",
+    "fanout",
+    "replay",
+    "idle",
+    "slow",
+    "crossnode",
+    "durable",
+    "multi",
+    "feed",
+)
 POSTGRES_ONLY = {"crossnode"}
 
 

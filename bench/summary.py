@@ -251,9 +251,52 @@ def table(records: list[dict[str, Any]], db: str = "sqlite") -> str:
                 s["verified"],
             )
         )
+    lines += multi_rows(find)
     if db == "postgres":
         lines += crossnode_rows(find)
     return "\n".join(lines)
+
+
+def multi_rows(find: Any) -> list[str]:
+    """One connection carrying every job against a connection per job; the change feed."""
+    lines = []
+    for transport in ("sse", "ws"):
+        one = find("multi", transport=transport, mode="one")
+        each = find("multi", transport=transport, mode="each")
+        if not one or not each:
+            continue
+        lines.append(
+            row(
+                f"{one['jobs']} jobs on 1 {transport.upper()} connection vs 1 each "
+                f"(@ {one['rate_asked']:g} ev/s): server µs/delivery; RSS/follower KB "
+                f"{one['server_rss_per_follower_kb']} vs {each['server_rss_per_follower_kb']}; "
+                f"p99 ms {one['latency']['p99_ms']} vs {each['latency']['p99_ms']}",
+                one["server_us_per_delivery"],
+                f"1 each {each['server_us_per_delivery']}",
+                fmt(one["server_us_per_delivery"] / each["server_us_per_delivery"], 2)
+                if each["server_us_per_delivery"]
+                else "–",
+                "–",
+                "–",
+                one["verified"] and each["verified"],
+            )
+        )
+    feed = find("feed")
+    if feed:
+        lines.append(
+            row(
+                f"change feed, {feed['dashboards']} dashboards @ {feed['rate_asked']:g} "
+                f"changes/s: delivered/s (p99 {feed['latency']['p99_ms']} ms, "
+                f"{feed['server_us_per_delivery']} µs/delivery)",
+                fmt(feed["delivered_per_s"]),
+                "–",
+                "–",
+                "–",
+                "–",
+                feed["verified"],
+            )
+        )
+    return lines
 
 
 def crossnode_rows(find: Any) -> list[str]:

@@ -33,7 +33,7 @@ import httpx
 import orjson
 import platformdirs
 
-from ..server.settings import CLIENT_SETTINGS
+from ..server.settings_table import CLIENT_SETTINGS
 
 DEFAULT_URL = str(CLIENT_SETTINGS[0].default)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

@@ -101,6 +101,10 @@ async def jobs_command(client: Client, args: argparse.Namespace, print_rows: Pri
         else:
             print_rows([summary(job) for job in jobs], False, COLUMNS)
         return exits.OK
+    if args.action == "watch":
+        from .watch import watch_jobs
+
+        return await watch_jobs(client, args, sys.stdout)
     if args.action == "show":
         job = await client.get_job(args.job_id)
     else:

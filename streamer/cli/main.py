@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 
 from ..core.errors import StreamerError
 from ..server import access_log
-from ..server.settings import SETTINGS, Settings, load_settings
+from ..server.settings import Settings, load_settings
+from ..server.settings_table import SETTINGS
 from ..storage import is_postgres, redact_url
 from . import admin, exits
 from .client import Client, ClientError, Unreachable, load_client_settings, stderr_notice
@@ -91,10 +92,23 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def cmd_follow(args: argparse.Namespace) -> int:
-    if args.grep is not None:
-        return cmd_grep(args)
-
     from .tail import tail_start
+
+    if args.grep is not None:
+        if len(args.job_id) > 1:
+            print("streamer follow: --grep follows one job", file=sys.stderr)
+            return exits.USAGE
+        args.job_id = args.job_id[0]
+        return cmd_grep(args)
+    if len(args.job_id) > 1:
+        from .watch import follow_many
+
+        async def follow_logs() -> int:
+            async with _client(args) as client:
+                return await follow_many(client, args, sys.stdout, sys.stderr)
+
+        return asyncio.run(follow_logs())
+    args.job_id = args.job_id[0]
 
     async def follow_log() -> int:
         out = sys.stdout

@@ -2,7 +2,7 @@
 
 Options that are settings (``--db``, ``--url``, ``--sync`` ...) take their help, their
 environment variable, their default and their choices from the settings table
-(``server/settings.py``), so ``--db`` says the same on every command that has it.
+(``server/settings_table.py``), so ``--db`` says the same on every command that has it.
 ``tests/cli/test_help.py`` walks every parser and fails on an option without help
 or one missing from its usage line.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core.keys import parse_email
 from ..core.models import STATUSES
-from ..server.settings import CLIENT_SETTINGS, SETTINGS, Setting, option_help
+from ..server.settings_table import CLIENT_SETTINGS, SETTINGS, Setting, option_help
 from . import exits
 from .client import FIRST_CONTACT_BUDGET, config_path
 
@@ -188,9 +188,13 @@ def _client_commands(commands: Commands) -> None:
         "the last --tail lines), until the job completes; network errors and server restarts "
         "are ridden out, resuming with no gap and no duplicate. Colours and `\\r` progress "
         "lines render on a terminal as the program's own terminal showed them; other control "
-        "sequences, and everything in a pipe, are shown escaped, never executed.",
+        "sequences, and everything in a pipe, are shown escaped, never executed. Several "
+        "jobs: their lines interleaved as they are written, each behind its job's name (like "
+        "docker compose logs -f), over one connection; the exit status is the worst of theirs.",
     )
-    follow.add_argument("job_id", metavar="JOB_ID", help="the job's id (`streamer jobs list`)")
+    follow.add_argument(
+        "job_id", metavar="JOB_ID", nargs="+", help="the job's id (`streamer jobs list`)"
+    )
     start = follow.add_mutually_exclusive_group()
     start.add_argument(
         "--from-index", type=_count, metavar="N", help="start at event N (0 is the first event)"
@@ -254,7 +258,7 @@ def _client_commands(commands: Commands) -> None:
         run.format_usage().removeprefix("usage: ").strip().replace(" ...", " -- CMD [ARG ...]")
     )
 
-    jobs = commands.group("jobs", "list, show or cancel your jobs", "actions")
+    jobs = commands.group("jobs", "list, show, cancel or watch your jobs", "actions")
     jlist = jobs.add("list", "your jobs, newest first, as a table (--json for scripts)")
     jlist.add_argument("--status", choices=STATUSES, help="only jobs with this status")
     jlist.add_argument(
@@ -266,6 +270,11 @@ def _client_commands(commands: Commands) -> None:
     )
     shown.add_argument("--quiet", "-q", action="store_true", help="only the job ids, one a line")
     _connection(jlist)
+    watch = jobs.add("watch", "print each change of your jobs as it happens, until Ctrl-C")
+    watch.add_argument("--json", action="store_true", help="each change's JSON, one a line")
+    watch.add_argument("--after", type=_count, metavar="SEQ", help="from after change SEQ")
+    watch.add_argument("--snapshot", action="store_true", help="list your jobs first")
+    _connection(watch)
     for action, summary in (
         ("show", "one job, a field a line"),
         ("cancel", "cancel a queued or running job (already cancelled: says so, exit 0)"),

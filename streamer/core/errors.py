@@ -8,6 +8,7 @@
     ├── MethodNotAllowed           405 / 1008   a write the resource cannot take
     ├── Conflict                   409 / 1008   illegal transition, expected_index
     ├── Gone                       410 / 4404   a deleted stream kept for its forks
+    │   └── Dropped                410 / 4410   a resume point retention has dropped
     ├── PayloadTooLarge            413 / 1009
     ├── CursorAhead                416 / 1008   from_index beyond the next index
     ├── Unprocessable              422 / 1008   well-formed JSON, wrong content
@@ -79,6 +80,12 @@ class Conflict(StreamerError):
 
 class Gone(StreamerError):
     status, ws_code, title = 410, 4404, "Gone"
+
+
+class Dropped(Gone):
+    """The change feed's resume point is older than what retention keeps."""
+
+    ws_code = 4410
 
 
 class PayloadTooLarge(StreamerError):

@@ -68,6 +68,11 @@ class JobState:
     carry: str = ""  # the raw log's unfinished last line, for markers split across events
     sections: str | None = None  # the section parser's state (open sections), as JSON
     secrets: bytes | None = None  # the job's own secrets, sealed (redact.seal)
+    # The change feed's bookkeeping (``changes.py``): when the job's last change was
+    # recorded (ms), its event count then, and its ``grew`` change still kept.
+    change_ms: int = 0
+    change_count: int = 0
+    grew_seq: int | None = None
 
 
 class Appended:

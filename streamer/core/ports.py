@@ -33,6 +33,11 @@ every backend:
 10. Every event is indexed in its append's transaction: its raw line (``lineno``),
    its plain text for ``search``, and the sections it opens or closes, so the
    section index and search are exact under concurrent appends on every node.
+11. Every write that creates, changes, grows or deletes a job records its change of
+    the feed (``changes.py``) in the same transaction, under the user's next
+    sequence number; the user's changes commit in sequence order on every node, and
+    ``on_commit`` / ``watch`` publish them under the key ``user:<id>`` like a job's
+    events under its id (the changes as entries indexed by sequence number).
 
 A backend is a ``Storage``: its ``identity`` (users, keys, secrets) and its ``jobs``
 (jobs and their event logs), plus the connection's life cycle and the cross-process
@@ -238,6 +243,22 @@ class Streams(Protocol):
         """A read restarts the stream's sliding TTL."""
 
 
+class ChangeFeed(EventReader, Protocol):
+    """The change feed of each user's jobs (``changes.py``); ``read_events`` reads a
+    feed by its key, from a sequence number."""
+
+    async def head(self, user_id: int) -> tuple[int, int]:
+        """(the user's last sequence number, the floor below which changes are dropped)."""
+
+    async def snapshot(self, user_id: int, limit: int) -> tuple[int, list[Job]]:
+        """The user's newest ``limit`` jobs and the head they are current at, read as
+        one snapshot: every change up to the head is in the list, none after it."""
+
+    async def pending_growth(self, cutoff_ms: int, limit: int) -> list[tuple[int, str]]: ...
+
+    async def record_growth(self, user_id: int, job_id: str) -> bool: ...
+
+
 class Storage(Protocol):
     """One database, as one process uses it."""
 
@@ -251,6 +272,9 @@ class Storage(Protocol):
 
     @property
     def streams(self) -> Streams: ...
+
+    @property
+    def changes(self) -> ChangeFeed: ...
 
     async def open(self) -> None:
         """Connect and migrate (idempotent: safe on every start)."""

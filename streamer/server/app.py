@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -21,9 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from ..core import changes as feed
 from ..core import retention
 from ..core.errors import StreamerError, Unavailable
 from ..core.hub import Hub
+from ..core.models import Event
 from ..core.ports import Storage
 from ..storage import open_storage
 from . import access_log, api, memory, metrics, openapi
@@ -32,7 +34,7 @@ from .requests import json_response, problem
 from .resources import Resources, resources
 from .security import ApiCORS, SecurityMiddleware, install_log_filter, redact_path
 from .settings import Settings
-from .transports import sse, textlog, ws
+from .transports import changes, multi, multi_ws, sse, textlog, ws
 
 log = logging.getLogger("streamer")
 STATIC = Path(__file__).parent.parent / "static"
@@ -96,6 +98,10 @@ OPENAPI_DOC = openapi.Operation(
     "this document (OpenAPI 3.1)", (200,), media="application/json", auth=False
 )
 STREAM_DOCS = {
+    "/jobs/changes": {"GET": changes.DOC},
+    "/jobs/changes/ws": {"GET": changes.WS_DOC},
+    "/streams/events": {"GET": multi.DOC},
+    "/streams/events/ws": {"GET": multi_ws.DOC},
     "/jobs/{job_id}/events/stream": {"GET": sse.DOC},
     "/jobs/{job_id}/events/ws": {"GET": ws.DOC},
     "/jobs/{job_id}/log": {"GET": textlog.DOC},
@@ -132,7 +138,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
         access_log.configure(settings.log_format)
         install_log_filter()
         store = storage or open_storage(
-            settings.db_url, sync=settings.sync, pg_pool_size=settings.pg_pool_size
+            settings.db_url,
+            sync=settings.sync,
+            pg_pool_size=settings.pg_pool_size,
+            policy=settings.change_policy,
         )
         hub = Hub(
             settings.subscriber_buffer,
@@ -140,20 +149,31 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
             max_bytes=settings.live_buffer_bytes,
             tick_every=min(settings.keepalive_seconds, settings.send_timeout_seconds) / 3,
         )
-        store.on_commit = hub.publish
         await store.open()
         res = Resources.build(settings, store, hub)
         app.state.resources = res
         app.state.metrics = metrics.registry_for(res)
 
+        def publish(key: str, entries: Sequence[Event]) -> None:
+            """Jobs' events and feeds' changes alike; the changes counted apart."""
+            if feed.feed_user(key) is not None:
+                res.changes_published += len(entries)
+            hub.publish(key, entries)
+
+        store.on_commit = publish  # before the first request, so before any commit
+
         async def feed_hub() -> None:
             async for job_id, events in store.watch():
-                hub.publish(job_id, events)
+                publish(job_id, events)
 
         tasks = [
             asyncio.create_task(feed_hub(), name="streamer-watch"),
             asyncio.create_task(recheck_credentials(res), name="streamer-auth-recheck"),
             asyncio.create_task(hub.run_ticker(), name="streamer-ticker"),
+            asyncio.create_task(
+                feed.run_growth_sweep(store.changes, settings.change_policy),
+                name="streamer-growth-sweep",
+            ),
             asyncio.create_task(
                 memory.trim_periodically(settings.memory_trim_seconds), name="streamer-trim"
             ),
@@ -183,6 +203,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> Starlette:
         Mount(
             "/api/v1",
             routes=[
+                Route("/jobs/changes", changes.changes_stream),  # before /jobs/{job_id}
+                WebSocketRoute("/jobs/changes/ws", changes.changes_ws),
+                Route("/streams/events", multi.streams_events),
+                WebSocketRoute("/streams/events/ws", multi_ws.streams_ws),
                 *api.routes,
                 Route("/jobs/{job_id}/events/stream", sse.events_stream),
                 WebSocketRoute("/jobs/{job_id}/events/ws", ws.events_ws),

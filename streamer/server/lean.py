@@ -34,7 +34,7 @@ from .http.protocol import HTTPProtocol
 from .requests import problem
 from .security import api_headers, redact_path
 from .settings import Settings
-from .transports import sse, textlog, ws
+from .transports import changes, multi, multi_ws, sse, textlog, ws
 from .transports.streaming import LEAN_KEY, Answered, Lean, answer
 
 log = logging.getLogger("streamer")
@@ -47,6 +47,10 @@ ROUTES: list[tuple[str, str, Endpoint | WSEndpoint]] = [
     ("GET", "/api/v1/jobs/{job_id}/events/stream", sse.events_stream),
     ("GET", "/api/v1/jobs/{job_id}/log", textlog.job_log),
     (WS, "/api/v1/jobs/{job_id}/events/ws", ws.events_ws_lean),
+    ("GET", "/api/v1/jobs/changes", changes.changes_stream),
+    (WS, "/api/v1/jobs/changes/ws", changes.changes_ws_lean),
+    ("GET", "/api/v1/streams/events", multi.streams_events),
+    (WS, "/api/v1/streams/events/ws", multi_ws.streams_ws_lean),
     *[(method, "/v1/stream/{path:path}", durable.stream) for method in durable.HANDLERS],
 ]
 

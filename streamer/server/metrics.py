@@ -87,7 +87,14 @@ class StreamerCollector(Collector):
         yield GaugeMetricFamily("streamer_tasks", "asyncio tasks in the server", task_count())
 
         yield CounterMetricFamily(
-            "streamer_events_published", "Committed events handed to the hub", hub.published
+            "streamer_events_published",
+            "Committed events handed to the hub",
+            hub.published - res.changes_published,
+        )
+        yield CounterMetricFamily(
+            "streamer_changes_published",
+            "Committed changes of users' change feeds handed to the hub",
+            res.changes_published,
         )
         yield CounterMetricFamily(
             "streamer_reader_lags",

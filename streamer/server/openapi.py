@@ -275,6 +275,27 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "-1 (the start), now (the tail), or a Stream-Next-Offset",
     },
     "live": {"in": "query", "schema": {"enum": ["long-poll", "sse"]}},
+    "after": {
+        "in": "query",
+        "schema": CURSOR,
+        "description": "the change feed from after this sequence number (Last-Event-ID wins)",
+    },
+    "snapshot": {
+        "in": "query",
+        "schema": {"enum": ["true", "false"]},
+        "description": "first the caller's job list, then the changes after it",
+    },
+    "jobs": {
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "comma-separated job ids, each optionally with its from_index (ID:N)",
+    },
+    "Last-Event-ID (composite)": {
+        "in": "header",
+        "name": "Last-Event-ID",
+        "schema": {"type": "string"},
+        "description": "a multi-job stream's cursor, ID:N,ID:N (N: the job's next index)",
+    },
 }
 
 STATUS_TEXT = {
@@ -289,9 +310,11 @@ STATUS_TEXT = {
     404: "no such job (or another user's)",
     405: "method not allowed",
     409: "conflict (illegal transition, expected_index, log closed)",
-    410: "a deleted stream that its forks still read",
+    410: "a deleted stream that its forks still read; a change feed's resume point "
+    "dropped by retention (resume with snapshot=true)",
     413: "a size limit (body, event, batch, job log)",
-    416: "from_index (or index, line) beyond the job's log",
+    416: "a position beyond the end (from_index past the next index, index or line past "
+    "the log, after past the head)",
     422: "well-formed JSON with the wrong content",
     429: "a rate or concurrency limit; see Retry-After",
     503: "storage unavailable",

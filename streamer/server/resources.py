@@ -37,6 +37,7 @@ class Resources:
     append_rate: AppendRate
     append_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     origin_allowlist: frozenset[str] = frozenset()  # the setting's, parsed once
+    changes_published: int = 0  # change-feed entries handed to the hub (apart from events)
     redaction: redact.Rules | None = None  # made on first use: its key is in the database
 
     async def rules(self) -> redact.Rules:

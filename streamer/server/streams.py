@@ -5,14 +5,22 @@ lets one periodic query (``close_revoked``) end every stream of a revoked key or
 deactivated user, on every node, and what the per-user stream limit counts.
 ``registered()`` is also where every stream's start and end are logged and counted
 (``streamer.stream`` lines, the totals behind ``/metrics``), however it ends.
+
+A connection that carries several jobs (``transports/multi.py``) is a
+``StreamGroup``: one slot of the user's limit for the connection, however many jobs
+it follows (at most ``max_members``, so it cannot hold unbounded memory); each job
+is still its own follow, logged and counted like any other. Shutdown and revocation
+end a group as a whole, even one that follows nothing at the moment.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..core.errors import BadRequest
 from ..core.follow import Follow, Outlet
 from ..core.hub import Hub
 from ..core.keys import ANONYMOUS_KEY, Credential
@@ -55,6 +63,8 @@ class StreamRegistry:
         self.page_size = page_size
         self.send_timeout = send_timeout
         self.open_streams: set[Follow] = set()
+        self.groups: set[StreamGroup] = set()
+        self.grouped: dict[Follow, StreamGroup] = {}
         self.credentials: dict[Follow, Credential] = {}
         self.started: dict[Follow, float] = {}  # monotonic start time of each open stream
         self.totals = {transport: Totals() for transport in TRANSPORTS}
@@ -69,19 +79,48 @@ class StreamRegistry:
         outlet: Outlet,
         *,
         live: bool = True,
+        group: StreamGroup | None = None,
     ) -> Follow:
         """Start a ``Follow`` of ``job`` from ``from_index`` into ``outlet``, counted
         against its user's limit (``TooManyRequests`` past it, before anything is
         sent: a refusal is still a 429, not a stream) and tracked until it ends,
         however it ends: then its slot is released, its end logged with how long it
-        ran, what it sent and why it ended, and it is counted for /metrics."""
-        self.slots.acquire(credential.user_id)
-        stream = Follow(
-            self.reader,
-            self.hub,
+        ran, what it sent and why it ended, and it is counted for /metrics.
+        ``group``: the connection it shares, which holds the slot instead."""
+        return self.open_log(
             job.id,
             from_index,
+            transport,
+            credential,
+            outlet,
             live=live and not job.is_final,
+            group=group,
+        )
+
+    def open_log(
+        self,
+        key: str,
+        from_index: int,
+        transport: str,
+        credential: Credential,
+        outlet: Outlet,
+        *,
+        live: bool = True,
+        reader: EventReader | None = None,
+        group: StreamGroup | None = None,
+    ) -> Follow:
+        """``open`` for any log: a job's (its id), or one ``reader`` reads by ``key``
+        (a user's change feed)."""
+        if group is None:
+            self.slots.acquire(credential.user_id)
+        else:
+            group.admit()
+        stream = Follow(
+            reader or self.reader,
+            self.hub,
+            key,
+            from_index,
+            live=live,
             page_size=self.page_size,
             transport=transport,
             send_timeout=self.send_timeout,
@@ -89,13 +128,14 @@ class StreamRegistry:
         self.open_streams.add(stream)
         self.credentials[stream] = credential
         self.started[stream] = time.monotonic()
+        if group is not None:
+            self.grouped[stream] = group
         if stream_log.isEnabledFor(logging.INFO):
             access_log.emit(
                 stream_log,
                 "stream_start",
-                f"stream start {transport} job={job.id} user={credential.user_id} "
-                f"from={from_index}",
-                job_id=job.id,
+                f"stream start {transport} job={key} user={credential.user_id} from={from_index}",
+                job_id=key,
                 user_id=credential.user_id,
                 key_id=credential.key_id,
                 transport=transport,
@@ -109,7 +149,10 @@ class StreamRegistry:
         self.open_streams.discard(stream)
         began = self.started.pop(stream, time.monotonic())
         credential = self.credentials.pop(stream, None)
-        if credential is not None:
+        group = self.grouped.pop(stream, None)
+        if group is not None:
+            group.members -= 1
+        elif credential is not None:
             self.slots.release(credential.user_id)
         reason = stream.closed or "done"  # complete, or the stored events of a non-tailing read
         totals = self.totals.setdefault(stream.transport, Totals())
@@ -138,7 +181,24 @@ class StreamRegistry:
                 reason=reason,
             )
 
+    def open_group(
+        self,
+        credential: Credential,
+        transport: str,
+        max_members: int,
+        on_close: Callable[[str], None],
+    ) -> StreamGroup:
+        """A connection that will carry several follows: one slot of the user's limit
+        (429 past it) until ``StreamGroup.release``; ``on_close(reason)`` when the
+        registry ends it (shutdown, revocation)."""
+        self.slots.acquire(credential.user_id)
+        group = StreamGroup(self, credential, transport, max_members, on_close)
+        self.groups.add(group)
+        return group
+
     def close_streams(self, reason: str) -> None:
+        for group in list(self.groups):
+            group.on_close(reason)
         for stream in list(self.open_streams):
             stream.close(reason)
 
@@ -150,10 +210,55 @@ class StreamRegistry:
         Streams opened without a key (``ANONYMOUS_KEY``) have none to revoke.
         """
         keyed = {s: c for s, c in self.credentials.items() if c.key_id != ANONYMOUS_KEY}
-        if not keyed:
+        keys = {c.key_id for c in keyed.values()}
+        keys.update(
+            g.credential.key_id for g in self.groups if g.credential.key_id != ANONYMOUS_KEY
+        )
+        if not keys:
             return 0
-        alive = await self.keys.active_keys({c.key_id for c in keyed.values()})
+        alive = await self.keys.active_keys(keys)
+        groups = [g for g in list(self.groups) if g.credential.key_id not in alive]
+        for group in groups:
+            if group.credential.key_id != ANONYMOUS_KEY:
+                group.on_close("revoked")
         revoked = [s for s, c in keyed.items() if c.key_id not in alive]
         for stream in revoked:
             stream.close("revoked")
-        return len(revoked)
+        return len(revoked) + len(groups)
+
+
+class StreamGroup:
+    """Several follows on one connection: one slot of the user's stream limit."""
+
+    def __init__(
+        self,
+        registry: StreamRegistry,
+        credential: Credential,
+        transport: str,
+        max_members: int,
+        on_close: Callable[[str], None],
+    ) -> None:
+        self.registry = registry
+        self.credential = credential
+        self.transport = transport
+        self.max_members = max_members
+        self.on_close = on_close
+        self.members = 0  # follows open on it
+        self.released = False
+
+    def admit(self) -> None:
+        """One more follow on this connection, or a 400 naming the cap."""
+        if self.members >= self.max_members:
+            raise BadRequest(
+                f"a stream carries at most {self.max_members} jobs (max_jobs_per_stream)",
+                field="jobs",
+                limit=self.max_members,
+            )
+        self.members += 1
+
+    def release(self) -> None:
+        """The connection is over: its slot is free (once)."""
+        if not self.released:
+            self.released = True
+            self.registry.groups.discard(self)
+            self.registry.slots.release(self.credential.user_id)

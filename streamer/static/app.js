@@ -3,15 +3,17 @@
 // never has to tear down timers or streams.
 
 import { clearKey, getKey, request, setKey, whenUnauthorized } from "./api.js";
+import { showFeedState } from "./feed.js";
 import { showList } from "./joblist.js";
 import { showJob } from "./jobview.js";
+import { showPipeline, wireWatchButton } from "./pipeline.js";
 import { wireTheme } from "./prefs.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
 function showSignin(message = "") {
-  for (const id of ["list-view", "job-view"]) $(id).hidden = true;
+  for (const id of ["list-view", "job-view", "pipeline-view"]) $(id).hidden = true;
   $("signout").hidden = true;
   $("signin-view").hidden = false;
   const error = $("signin-error");
@@ -49,9 +51,11 @@ function route() {
   if (!getKey()) return showSignin();
   $("signin-view").hidden = true;
   $("signout").hidden = false;
-  const job = params.get("job");
+  showFeedState();
+  const job = params.get("job"), pipeline = params.get("pipeline");
   if (job) showJob(job);
-  else showList(params);
+  else if (pipeline) showPipeline(pipeline.split(",").filter(Boolean));
+  else { showList(params); wireWatchButton(); }
 }
 
 wireTheme();

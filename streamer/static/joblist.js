@@ -1,8 +1,10 @@
-// The job list: the user's jobs, newest first, refreshed every few seconds in place
-// (rows are updated by job id, so keyboard focus survives a refresh), filtered by
-// status and paged with the API's cursors.
+// The job list: the user's jobs, newest first, updated in place from the change feed
+// (rows are updated by job id, so keyboard focus survives an update; polled every few
+// seconds only while the feed is down), filtered by status and paged with the API's
+// cursors.
 
 import { listJobs } from "./api.js";
+import { feed } from "./feed.js";
 import { ago, duration, el, jobDuration } from "./util.js";
 
 const POLL_MS = 3000;
@@ -30,8 +32,27 @@ export function showList(params) {
       if (mine !== seq) return;
       $("list-state").textContent = err.status ? `Error: ${err.message}` : "Offline, retrying…";
     }
-    if (mine === seq) timer = setTimeout(refresh, document.hidden ? POLL_MS * 5 : POLL_MS);
+    if (mine === seq && !feed.live) timer = setTimeout(refresh, document.hidden ? POLL_MS * 5 : POLL_MS);
   }
+
+  // A change of a row shown is applied in place; one that adds, removes or moves rows
+  // (a job created or deleted, one leaving the filter, missed changes) re-reads the page.
+  let soon = null;
+  feed.on((change) => {
+    const tr = change.job && rows.get(change.job.id);
+    const moves = change.type !== "updated" && change.type !== "grew"
+      || (filter.value && change.job.status !== filter.value);
+    if (!moves && tr) update(tr, change.job);
+    else if (moves && (page === 0 || change.type !== "created")) {
+      clearTimeout(soon);
+      soon = setTimeout(refresh, 50);
+    }
+  });
+  let wasLive = false;
+  feed.onState((live) => {
+    if (live !== wasLive) refresh(); // connected: no more polling; lost: poll until back
+    wasLive = live;
+  });
 
   function render({ jobs, next_cursor }) {
     cursors.length = page + 1;

@@ -9,6 +9,7 @@ import { pref, setPref } from "./prefs.js";
 import { LogSearch } from "./search.js";
 import { Folds, renderSectionList } from "./sections.js";
 import { LiveStream } from "./stream.js";
+import { watchJob } from "./feed.js";
 import { duration, el, FINAL, jobDuration } from "./util.js";
 
 const POLL_MS = 3000;
@@ -102,20 +103,24 @@ export async function showJob(id) {
     if (sel) goToLines(view, folds, model, sel);
   });
 
-  // Poll the job: its status for the header, and a safety net for events the stream
-  // could not show (see LiveStream.check). The event count comes from the stream.
+  // The job's changes from the change feed: status and duration for the header, and a
+  // safety net for events the stream could not show (see LiveStream.check); polled
+  // only while the feed is down, when a failed poll means the server is unreachable.
+  // The event count comes from the stream.
+  const fresh = (changed) => {
+    page.job = changed;
+    page.outage = false;
+    header(page, model);
+    stream.check(page.job);
+  };
   const poll = async () => {
     try {
-      page.job = await getJob(id);
-      page.outage = false;
-      header(page, model);
-      stream.check(page.job);
+      fresh(await getJob(id));
     } catch (err) {
       if (!(err instanceof ApiError)) outage(page, model, true);
     }
-    if (!FINAL.has(page.job.status) || !model.complete) setTimeout(poll, POLL_MS);
   };
-  setTimeout(poll, POLL_MS);
+  watchJob(id, fresh, poll, POLL_MS);
   const tick = setInterval(() => {
     header(page, model);
     view.schedule();

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from ..core.changes import ChangePolicy
 from ..core.ports import Storage
 
 # asyncpg is a default dependency; it is missing only after `pip install --no-deps`.
@@ -30,10 +31,17 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def open_storage(url: str, *, sync: str = "normal", pg_pool_size: int = 10) -> Storage:
+def open_storage(
+    url: str,
+    *,
+    sync: str = "normal",
+    pg_pool_size: int = 10,
+    policy: ChangePolicy | None = None,
+) -> Storage:
     """``postgresql://...`` selects PostgreSQL; anything else is a SQLite file path.
 
-    Each backend's driver is imported only when a URL asks for it.
+    Each backend's driver is imported only when a URL asks for it. ``policy``: the
+    change feed's bounds (the defaults when None).
     """
     if is_postgres(url):
         try:
@@ -42,11 +50,11 @@ def open_storage(url: str, *, sync: str = "normal", pg_pool_size: int = 10) -> S
             if exc.name != "asyncpg":
                 raise
             raise SystemExit(DRIVER_MISSING) from None
-        return PostgresStorage(url, pool_size=pg_pool_size)
+        return PostgresStorage(url, pool_size=pg_pool_size, policy=policy)
     from .sqlite import SQLiteStorage
 
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
-    return SQLiteStorage(path, sync)
+    return SQLiteStorage(path, sync, policy)
 
 
 __all__ = ["Storage", "is_postgres", "open_storage", "redact_url"]

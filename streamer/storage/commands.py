@@ -8,10 +8,11 @@ reads and writes in a transaction, and every decision taken between them, exists
 once; a backend only says how each command becomes SQL on its engine.
 
 Most commands are plain SQL with ``?`` placeholders (``Query``, ``Execute``);
-PostgreSQL's driver numbers them. Three are dialect-level, because the best SQL
+PostgreSQL's driver numbers them. Four are dialect-level, because the best SQL
 for them differs: ``LoadJob`` (PostgreSQL locks the row), ``SaveJob`` (PostgreSQL
-inserts the events, updates the job and notifies other nodes in one round trip)
-and ``OldestQueued`` (PostgreSQL skips rows another claim holds).
+inserts the events, updates the job and notifies other nodes in one round trip),
+``SaveChange`` (the same for a change of the feed) and ``OldestQueued``
+(PostgreSQL skips rows another claim holds).
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from collections.abc import Awaitable, Callable, Collection, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from ..core.changes import Change
 from ..core.journal import Appended, JobState
 from ..core.models import Event
 
 T = TypeVar("T")
-Published = list[tuple[str, list[Event]]]  # (job id, events) committed, in index order
+# (key, entries) committed, in index order: a job's events, or a feed's changes
+# (key ``user:<id>``, ``core.changes``) as entries indexed by their sequence number.
+Published = list[tuple[str, list[Event]]]
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,21 @@ class SaveJob:
 
 
 @dataclass(frozen=True)
+class SaveChange:
+    """Store a change of the feed, delete the ``grew`` change it supersedes, and (in a
+    cluster) tell the other nodes."""
+
+    change: Change
+
+
+@dataclass(frozen=True)
 class OldestQueued:
     """The id of the user's oldest queued job that no concurrent claim holds, or None."""
 
     user_id: int
 
 
-Command = Query | Execute | LoadJob | SaveJob | OldestQueued
+Command = Query | Execute | LoadJob | SaveJob | SaveChange | OldestQueued
 Transaction = Generator[Command, Any, tuple[T, Published]]
 
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from ..core.changes import ChangePolicy
 from ..core.errors import job_not_found
 from ..core.models import JOB_ID, Event, Job, NewEvent
 from ..core.redact import Rules
@@ -39,9 +40,12 @@ class ReadWatcher(Protocol):
 
 
 class Jobs:
-    def __init__(self, db: Database, watcher: ReadWatcher | None = None) -> None:
+    def __init__(
+        self, db: Database, watcher: ReadWatcher | None = None, policy: ChangePolicy | None = None
+    ) -> None:
         self.db = db
         self.watcher = watcher
+        self.policy = policy or ChangePolicy()
 
     async def create_job(
         self,
@@ -53,7 +57,9 @@ class Jobs:
         rules: Rules | None = None,
     ) -> Job:
         storable("name", name)
-        return await self.db.transact(txn.create_job(user_id, name, metadata, secrets, rules))
+        return await self.db.transact(
+            txn.create_job(user_id, name, metadata, self.policy, secrets, rules)
+        )
 
     async def get_job(self, user_id: int, job_id: str) -> Job:
         named(job_id)
@@ -87,19 +93,19 @@ class Jobs:
         named(job_id)
         for field, value in changes.items():
             storable(field, value)
-        return await self.db.transact(txn.update_job(user_id, job_id, changes), job_id)
+        return await self.db.transact(txn.update_job(user_id, job_id, changes, self.policy), job_id)
 
     async def claim_job(self, user_id: int) -> Job | None:
-        return await self.db.transact(txn.claim_job(user_id))
+        return await self.db.transact(txn.claim_job(user_id, self.policy))
 
     async def delete_job(self, user_id: int, job_id: str) -> None:
         named(job_id)
-        await self.db.transact(txn.delete_job(user_id, job_id), job_id)
+        await self.db.transact(txn.delete_job(user_id, job_id, self.policy), job_id)
         if self.watcher is not None:
             self.watcher.forget(job_id)
 
     async def delete_finished_jobs(self, before: str, limit: int) -> int:
-        deleted = await self.db.transact(txn.delete_finished_jobs(before, limit))
+        deleted = await self.db.transact(txn.delete_finished_jobs(before, limit, self.policy))
         if deleted:
             await self.db.reclaim()
         return deleted
@@ -117,7 +123,16 @@ class Jobs:
     ) -> list[Event]:
         named(job_id)
         return await self.db.transact(
-            txn.append(user_id, job_id, events, expected_index, byte_limit, rules, section_limit),
+            txn.append(
+                user_id,
+                job_id,
+                events,
+                expected_index,
+                byte_limit,
+                self.policy,
+                rules,
+                section_limit,
+            ),
             job_id,
         )
 

@@ -24,7 +24,8 @@ JOB_COLUMNS = (
     "container_id, runner, event_count, redactions"
 )
 JOB_STATE_COLUMNS = (
-    f"{JOB_COLUMNS}, last_timestamp, byte_count, line_count, carry, section_state, secrets"
+    f"{JOB_COLUMNS}, last_timestamp, byte_count, line_count, carry, section_state, secrets, "
+    "change_ms, change_count, grew_seq"
 )
 STREAM_COLUMNS = (
     "s.job_id, s.user_id, s.path, s.content_type, s.ttl_seconds, s.expires_at, s.touched_at, "
@@ -37,8 +38,8 @@ JOB_WIDTH = len(JOB_COLUMNS.split(","))  # where a view's stream columns start
 JOB_UPDATE = (
     "UPDATE jobs SET status = ?, started_at = ?, finished_at = ?, container_id = ?, "
     "runner = ?, event_count = ?, updated_at = ?, last_timestamp = ?, byte_count = ?, "
-    "redactions = ?, line_count = ?, carry = ?, section_state = ?, secrets = ? "
-    "WHERE id = ?"
+    "redactions = ?, line_count = ?, carry = ?, section_state = ?, secrets = ?, "
+    "change_ms = ?, change_count = ?, grew_seq = ? WHERE id = ?"
 )
 SECTION_COLUMNS = (
     "id, kind, name, title, start_index, start_line, end_index, end_line, depth, "
@@ -83,6 +84,9 @@ def job_state_from_row(row: Sequence[Any]) -> JobState:
         row[16],
         row[17],
         None if sealed is None else bytes(sealed),
+        row[19],
+        row[20],
+        row[21],
     )
 
 
@@ -104,6 +108,9 @@ def job_state_values(state: JobState) -> tuple[Any, ...]:
         state.carry,
         state.sections,
         state.secrets,
+        state.change_ms,
+        state.change_count,
+        state.grew_seq,
         job.id,
     )
 

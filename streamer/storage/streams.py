@@ -3,6 +3,7 @@ its path, a fork's origin, and the stream writes of ``transactions.py``."""
 
 from __future__ import annotations
 
+from ..core.changes import ChangePolicy
 from ..core.durable import AppendOutcome, AppendRequest, Config, ForkPlan, View
 from ..core.models import NewEvent, utcnow
 from . import transactions as txn
@@ -11,8 +12,9 @@ from .rows import view_from_row
 
 
 class Streams:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, policy: ChangePolicy | None = None) -> None:
         self.db = db
+        self.policy = policy or ChangePolicy()  # streams are jobs: their changes are fed
 
     async def find(self, user_id: int, path: str) -> View | None:
         """The user's stream at ``path``, or the user's job whose id is ``path``."""
@@ -39,21 +41,21 @@ class Streams:
         byte_limit: int | None = None,
     ) -> tuple[bool, View]:
         return await self.db.transact(
-            txn.create_stream(user_id, path, config, fork, source, events, byte_limit)
+            txn.create_stream(user_id, path, config, fork, source, events, byte_limit, self.policy)
         )
 
     async def append(
         self, user_id: int, job_id: str, request: AppendRequest, byte_limit: int | None = None
     ) -> AppendOutcome:
         return await self.db.transact(
-            txn.append_stream(user_id, job_id, request, byte_limit), job_id
+            txn.append_stream(user_id, job_id, request, byte_limit, self.policy), job_id
         )
 
     async def delete(self, user_id: int, job_id: str) -> tuple[bool, list[str]]:
-        return await self.db.transact(txn.delete_stream(user_id, job_id), job_id)
+        return await self.db.transact(txn.delete_stream(user_id, job_id, self.policy), job_id)
 
     async def expire(self, user_id: int, job_id: str) -> tuple[bool, list[str]] | None:
-        return await self.db.transact(txn.expire_stream(user_id, job_id), job_id)
+        return await self.db.transact(txn.expire_stream(user_id, job_id, self.policy), job_id)
 
     async def touch(self, job_id: str) -> None:
         await self.db.transact(txn.touch_stream(job_id, utcnow()))

@@ -2,7 +2,11 @@
 
 Each function returns a generator that yields ``commands`` and returns ``(result,
 published)``; ``Database.transact`` runs it. What a write decides about a job is
-``journal``'s; what is here is the order of reads and writes around it.
+``journal``'s, and which change of the feed it records is ``changes``'; what is here
+is the order of reads and writes around them. A change is recorded in the same
+transaction as the write it describes, before the job's row is saved (the row keeps
+the feed's bookkeeping). Lock order, on PostgreSQL: a job's row, then its user's
+change counter, never the other way round.
 """
 
 from __future__ import annotations
@@ -11,21 +15,32 @@ import secrets
 from collections.abc import Generator, Sequence
 from typing import Any
 
-import orjson
-
-from ..core import durable, journal
+from ..core import changes, durable, journal
+from ..core.changes import ChangePolicy
 from ..core.durable import AppendOutcome, AppendRequest, Config, ForkPlan, Stream, View
 from ..core.errors import Conflict, Gone, NotFound, job_not_found
 from ..core.journal import Appended, JobState
 from ..core.models import APIKey, Event, Job, NewEvent, User, utcnow
 from ..core.producers import Position
 from ..core.redact import Rules
-from .commands import Command, Execute, LoadJob, OldestQueued, Query, SaveJob, Transaction
+from .change_log import appended_change, insert_job, record_change
+from .commands import (
+    Command,
+    Execute,
+    LoadJob,
+    OldestQueued,
+    Published,
+    Query,
+    SaveJob,
+    Transaction,
+)
 from .rows import (
+    JOB_STATE_COLUMNS,
     SECTION_COLUMNS,
     STREAM_COLUMNS,
     USER_COLUMNS,
     VIEW_COLUMNS,
+    job_state_from_row,
     section_values,
     stream_from_row,
     user_from_row,
@@ -87,31 +102,17 @@ def create_job(
     user_id: int,
     name: str | None,
     metadata: dict[str, Any],
+    policy: ChangePolicy,
     secrets: Sequence[str] = (),
     rules: Rules | None = None,
-    job: Job | None = None,
 ) -> Transaction[Job]:
-    """A queued job (``job``: one made already). With ``rules``, its name and metadata
-    are redacted (with its own ``secrets`` too), and the secrets are stored sealed,
-    for its appends."""
+    """A queued job. With ``rules``, its name and metadata are redacted (with its own
+    ``secrets`` too), and the secrets are stored sealed, for its appends."""
     redactor = None if rules is None else rules.for_secrets(secrets)
-    job = job or journal.new_job(user_id, name, metadata, utcnow(), redactor)
-    yield Execute(
-        "INSERT INTO jobs (id, user_id, name, status, metadata, created_at, updated_at, "
-        "redactions, secrets) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            job.id,
-            user_id,
-            job.name,
-            job.status,
-            orjson.dumps(job.metadata).decode(),
-            job.created_at,
-            job.updated_at,
-            job.redactions,
-            None if rules is None else rules.seal(secrets),
-        ),
-    )
-    return job, []
+    state = JobState(journal.new_job(user_id, name, metadata, utcnow(), redactor))
+    state.secrets = None if rules is None else rules.seal(secrets)
+    published = yield from insert_job(state, policy)
+    return state.job, published
 
 
 def append(
@@ -120,11 +121,12 @@ def append(
     events: Sequence[NewEvent],
     expected_index: int | None,
     byte_limit: int | None,
+    policy: ChangePolicy,
     rules: Rules | None = None,
     section_limit: int | None = None,
 ) -> Transaction[list[Event]]:
     state = yield LoadJob(user_id, job_id)
-    sealed = state.secrets
+    sealed, status = state.secrets, state.job.status
     appended = journal.append(
         state,
         events,
@@ -134,17 +136,23 @@ def append(
         redactor=None if rules is None else rules.for_job(sealed),
         section_limit=section_limit,
     )
+    published: Published = [(job_id, appended.events)]
+    published += yield from appended_change(state, status, policy)
     yield from _save(state, appended)
     if rules is not None and state.secrets is None:
         rules.forget(sealed)
-    return appended.events, [(job_id, appended.events)]
+    return appended.events, published
 
 
-def update_job(user_id: int, job_id: str, changes: dict[str, Any]) -> Transaction[Job]:
+def update_job(
+    user_id: int, job_id: str, patch: dict[str, Any], policy: ChangePolicy
+) -> Transaction[Job]:
     state = yield LoadJob(user_id, job_id)
-    appended = journal.change(state, changes, utcnow())
+    appended = journal.change(state, patch, utcnow())
+    published: Published = [(job_id, appended.events)] if appended else []
+    published += yield from record_change(state, changes.UPDATED, policy)
     yield from _save(state, appended)
-    return state.job, ([(job_id, appended.events)] if appended else [])
+    return state.job, published
 
 
 SECTIONS_AT_ONCE = 500  # rows per statement: 13 parameters each, far below any limit
@@ -169,33 +177,42 @@ def _save(state: JobState, appended: Appended | None) -> Generator[Command, Any,
         yield Execute(sql, params)
 
 
-def claim_job(user_id: int) -> Transaction[Job | None]:
+def claim_job(user_id: int, policy: ChangePolicy) -> Transaction[Job | None]:
     job_id = yield OldestQueued(user_id)
     if job_id is None:
         return None, []
-    return (yield from update_job(user_id, job_id, journal.CLAIM))
+    return (yield from update_job(user_id, job_id, journal.CLAIM, policy))
 
 
-def delete_job(user_id: int, job_id: str) -> Transaction[None]:
+def delete_job(user_id: int, job_id: str, policy: ChangePolicy) -> Transaction[None]:
     forks = yield Query("SELECT 1 FROM streams WHERE source_id = ? LIMIT 1", (job_id,))
     if forks:
         raise Conflict("forks of this stream read its events: delete them first")
-    deleted = yield Execute("DELETE FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id))
-    if deleted != 1:
+    rows = yield Query(
+        f"DELETE FROM jobs WHERE id = ? AND user_id = ? RETURNING {JOB_STATE_COLUMNS}",
+        (job_id, user_id),
+    )
+    if not rows:
         raise job_not_found()
-    return None, []
+    published = yield from record_change(job_state_from_row(rows[0]), changes.DELETED, policy)
+    return None, published
 
 
-def delete_finished_jobs(before: str, limit: int) -> Transaction[int]:
+def delete_finished_jobs(before: str, limit: int, policy: ChangePolicy) -> Transaction[int]:
     """Final jobs finished before ``before``, except the sources of forks (whose events
-    the forks read)."""
-    deleted = yield Execute(
+    the forks read); each one's ``deleted`` change."""
+    rows = yield Query(
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN "
         "('completed', 'failed', 'cancelled') AND coalesce(finished_at, updated_at) < ? "
-        "AND NOT EXISTS (SELECT 1 FROM streams WHERE streams.source_id = jobs.id) LIMIT ?)",
+        "AND NOT EXISTS (SELECT 1 FROM streams WHERE streams.source_id = jobs.id) LIMIT ?) "
+        f"RETURNING {JOB_STATE_COLUMNS}",
         (before, limit),
     )
-    return deleted, []
+    published: Published = []
+    # Users' counters in one order, so two sweeps cannot wait on each other's.
+    for state in sorted(map(job_state_from_row, rows), key=lambda s: (s.job.user_id, s.job.id)):
+        published += yield from record_change(state, changes.DELETED, policy)
+    return len(rows), published
 
 
 # Durable Streams -----------------------------------------------------------------------
@@ -218,10 +235,12 @@ def create_stream(
     source: str | None,
     events: list[NewEvent],
     byte_limit: int | None,
+    policy: ChangePolicy,
 ) -> Transaction[tuple[bool, View]]:
     """A new stream at ``path`` (True), or the one there if its configuration is the
     same (False); 409 otherwise. An expired stream at the path is removed first."""
     now = utcnow()
+    published: Published = []
     rows = yield Query(FIND_STREAM, (user_id, path))
     if not rows:
         rows = yield Query(FIND_JOB, (path, user_id))  # a job, addressed by its id
@@ -234,7 +253,8 @@ def create_stream(
             if durable.same_config(durable.config_of(view), config):
                 return (False, view), []
             raise Conflict("a stream with another configuration exists at this path")
-        soft, _ = yield from _remove(stream.job_id)
+        (soft, _), gone = yield from _remove(stream.job_id, policy)
+        published += gone
         if soft:
             raise Conflict("this path's stream expired and its forks still read it")
     source_id = None
@@ -260,7 +280,9 @@ def create_stream(
         base,
         config.fork_spec,
     )
-    yield from create_job(user_id, path, {}, job=job)
+    state = journal.JobState(job)
+    job.event_count = base  # a fork starts where its source's prefix ends
+    published += yield from insert_job(state, policy)
     yield Execute(
         "INSERT INTO streams (job_id, user_id, path, content_type, ttl_seconds, expires_at, "
         "touched_at, source_id, fork_index, fork_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -277,19 +299,21 @@ def create_stream(
             stream.fork_spec,
         ),
     )
-    state = journal.JobState(job)
-    job.event_count = base
     first = [fork.first] if fork is not None and fork.first is not None else []
     closing = [NewEvent("complete", None, True)] if config.closed else []
     new = [*first, *events, *closing]
+    status = job.status
     appended = journal.append(state, new, now, byte_limit=byte_limit) if new else None
+    if appended is not None:
+        published.append((job.id, appended.events))
+        published += yield from appended_change(state, status, policy)
     if appended is not None or base:
         yield from _save(state, appended)
-    return (True, View(job, stream)), ([(job.id, appended.events)] if appended else [])
+    return (True, View(job, stream)), published
 
 
 def append_stream(
-    user_id: int, job_id: str, request: AppendRequest, byte_limit: int | None
+    user_id: int, job_id: str, request: AppendRequest, byte_limit: int | None, policy: ChangePolicy
 ) -> Transaction[AppendOutcome]:
     """``durable.append`` with the stream's rows loaded (the job's locked), then its
     events, the producer's position and the stream's columns stored together."""
@@ -308,9 +332,12 @@ def append_stream(
             (job_id, claim.producer),
         )
         stored = Position(found[0][0], found[0][1]) if found else None
-    seq = stream.seq
+    seq, status = stream.seq, state.job.status
     outcome = durable.append(stream, state, stored, request, utcnow(), byte_limit=byte_limit)
+    published: Published = []
     if outcome.appended is not None:
+        published = [(job_id, outcome.appended.events)]
+        published += yield from appended_change(state, status, policy)
         yield from _save(state, outcome.appended)
     if outcome.position is not None and claim is not None:
         yield Execute(
@@ -324,11 +351,12 @@ def append_stream(
             "UPDATE streams SET stream_seq = ?, touched_at = ? WHERE job_id = ?",
             (stream.seq, stream.touched_at, job_id),
         )
-    published = [(job_id, outcome.appended.events)] if outcome.appended else []
     return outcome, published
 
 
-def delete_stream(user_id: int, job_id: str) -> Transaction[tuple[bool, list[str]]]:
+def delete_stream(
+    user_id: int, job_id: str, policy: ChangePolicy
+) -> Transaction[tuple[bool, list[str]]]:
     """(soft-deleted, ids of the jobs removed): a stream whose forks read it is only
     marked deleted; removing a fork removes its marked sources that nothing else reads."""
     rows = yield Query(
@@ -339,10 +367,12 @@ def delete_stream(user_id: int, job_id: str) -> Transaction[tuple[bool, list[str
         raise NotFound("stream not found")
     if stream_from_row(rows[0]).deleted:
         raise Gone("the stream was deleted")
-    return (yield from _remove(job_id)), []
+    return (yield from _remove(job_id, policy))
 
 
-def expire_stream(user_id: int, job_id: str) -> Transaction[tuple[bool, list[str]] | None]:
+def expire_stream(
+    user_id: int, job_id: str, policy: ChangePolicy
+) -> Transaction[tuple[bool, list[str]] | None]:
     """``delete_stream`` for a stream whose time is up (None: it is not, any more)."""
     rows = yield Query(
         f"SELECT {STREAM_COLUMNS} FROM streams s WHERE s.job_id = ? AND s.user_id = ?",
@@ -353,19 +383,29 @@ def expire_stream(user_id: int, job_id: str) -> Transaction[tuple[bool, list[str
     stream = stream_from_row(rows[0])
     if stream.deleted or not durable.expired(stream):
         return None, []
-    return (yield from _remove(job_id)), []
+    return (yield from _remove(job_id, policy))
 
 
-def _remove(job_id: str) -> Generator[Any, Any, tuple[bool, list[str]]]:
+def _remove(
+    job_id: str, policy: ChangePolicy
+) -> Generator[Any, Any, tuple[tuple[bool, list[str]], Published]]:
+    """((soft-deleted, ids removed), the ``deleted`` changes of the jobs removed)."""
     forks = yield Query("SELECT 1 FROM streams WHERE source_id = ? LIMIT 1", (job_id,))
     if forks:
         yield Execute("UPDATE streams SET deleted = TRUE WHERE job_id = ?", (job_id,))
-        return True, []
+        return (True, []), []
     removed: list[str] = []
+    published: Published = []
     current: str | None = job_id
     while current is not None:
         rows = yield Query("SELECT source_id FROM streams WHERE job_id = ?", (current,))
-        yield Execute("DELETE FROM jobs WHERE id = ?", (current,))
+        gone = yield Query(
+            f"DELETE FROM jobs WHERE id = ? RETURNING {JOB_STATE_COLUMNS}", (current,)
+        )
+        if gone:
+            published += yield from record_change(
+                job_state_from_row(gone[0]), changes.DELETED, policy
+            )
         removed.append(current)
         source = rows[0][0] if rows else None
         current = None
@@ -376,7 +416,7 @@ def _remove(job_id: str) -> Generator[Any, Any, tuple[bool, list[str]]]:
                 (source,),
             )
             current = source if marked else None
-    return False, removed
+    return (False, removed), published
 
 
 def touch_stream(job_id: str, now: str) -> Transaction[None]:

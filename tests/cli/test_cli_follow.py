@@ -388,3 +388,5 @@ async def test_follow_grep_prints_stored_then_live_matches_with_raw_line_numbers
     assert code == 1 and len(out.splitlines()) == 99  # 2400 is an ERROR line
     code, _, err = await cli(capsys, live_server, "follow", job, "--grep", "(a)\\1", "--regex")
     assert code == 2 and "--grep" in err
+    code, _, err = await cli(capsys, live_server, "follow", job, job, "--grep", "ok")
+    assert code == 2 and "--grep follows one job" in err

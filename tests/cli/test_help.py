@@ -14,7 +14,7 @@ import pytest
 from streamer.cli import exits
 from streamer.cli.main import main
 from streamer.cli.parser import build_parser
-from streamer.server.settings import default_db_path
+from streamer.server.settings_table import default_db_path
 
 from ..support.procs import STREAMER
 

@@ -21,17 +21,7 @@ from ..support import REPO
 
 
 def test_quick_ingest_and_replay_verify_their_deliveries(tmp_path: Path) -> None:
-    results = tmp_path / "results.jsonl"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--no-nchan", "--db", "sqlite"]
-        + ["--only", "ingest", "--only", "replay", "--results", str(results)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [json.loads(line) for line in results.read_text().splitlines()]
+    records = quick_bench(tmp_path, "ingest", "replay")
     by_scenario: dict[str, list[dict[str, object]]] = {}
     for record in records:
         assert record["quick"] is True
@@ -125,3 +115,38 @@ def bench_databases(admin: str) -> set[str]:
             await conn.close()
 
     return asyncio.run(names())
+
+
+def test_quick_multi_and_feed_verify_their_deliveries(tmp_path: Path) -> None:
+    """One connection for many jobs vs one each, and the change feed, at tiny sizes."""
+    records = quick_bench(tmp_path, "multi", "feed")
+    multi = [r for r in records if r["scenario"] == "multi"]
+    assert {(r["mode"], r["transport"]) for r in multi} == {
+        (mode, transport) for mode in ("one", "each") for transport in ("sse", "ws")
+    }
+    for record in multi:
+        assert record["verified"] is True and record["dups"] == record["gaps"] == 0
+        assert record["delivered"] == record["jobs"] * record["events_per_job"]
+    (feed,) = [r for r in records if r["scenario"] == "feed"]
+    assert feed["verified"] is True
+    assert (
+        feed["delivered"]
+        == feed["dashboards"] * feed["changes"]
+        == feed["dashboards"] * feed["head_moved"]
+    )
+
+
+def quick_bench(tmp_path: Path, *scenarios: str) -> list[dict[str, object]]:
+    """``bench.run --quick --no-nchan --db sqlite`` of ``scenarios``: its JSON lines."""
+    results = tmp_path / "results.jsonl"
+    only = [arg for name in scenarios for arg in ("--only", name)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--no-nchan", "--db", "sqlite", *only]
+        + ["--results", str(results)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in results.read_text().splitlines()]

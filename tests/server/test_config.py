@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from streamer.cli.main import build_parser
-from streamer.server.settings import (
+from streamer.server.settings import Settings, load_settings
+from streamer.server.settings_table import (
     CLIENT_SETTINGS,
     SETTINGS,
     Setting,
-    Settings,
     default_db_path,
-    load_settings,
 )
 
 from ..support import REPO
@@ -80,6 +79,21 @@ def test_bad_values_are_refused_with_the_variable_name() -> None:
         load_settings({"STREAMER_PORT": "eighty"})
     with pytest.raises(SystemExit, match="STREAMER_SYNC"):
         load_settings({"STREAMER_SYNC": "sometimes"})
+
+
+@pytest.mark.parametrize(
+    "setting", [s for s in SETTINGS if s.minimum is not None], ids=lambda s: s.name
+)
+def test_a_value_below_a_settings_minimum_is_refused(setting: Setting) -> None:
+    """Every bounded knob refuses what would switch its bound off (a buffer of 0
+    bytes, a negative rate), naming the variable; its minimum itself is accepted."""
+    assert setting.minimum is not None
+    below = setting.kind(setting.minimum - 1)
+    with pytest.raises(SystemExit, match=f"{setting.env} must be at least"):
+        load_settings({setting.env: str(below)})
+    assert getattr(
+        load_settings({setting.env: str(setting.kind(setting.minimum))}), setting.name
+    ) == (setting.minimum)
 
 
 def test_default_database_is_in_the_user_data_dir_not_the_cwd() -> None:

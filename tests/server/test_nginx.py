@@ -18,9 +18,9 @@ import websockets
 
 from ..support import REPO
 from ..support.clients import parse_sse
+from ..support.cluster import free_port
 from ..support.postgres import pg_database
 from ..support.procs import STREAMER, cli_user_key, wait_until_up
-from .test_postgres_nodes import free_port
 
 CONFIG = REPO / "deploy" / "nginx.conf"
 READ_TIMEOUT = 3  # seconds: short, so an idle period longer than it fits in a test

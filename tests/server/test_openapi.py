@@ -25,7 +25,7 @@ jsonschema_rs = pytest.importorskip("jsonschema_rs")
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 DOC = "/api/v1/openapi.json"
-STREAMING = r"/(stream|ws|log)$"
+STREAMING = r"/(stream|ws|log|changes|streams/events)$"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -13,9 +13,9 @@ import httpx
 from streamer.cli.main import main
 
 from ..support.clients import SSEClient
+from ..support.cluster import free_port
 from ..support.postgres import pg_database
 from ..support.procs import STREAMER, cli_user_key, wait_until_up
-from .test_postgres_nodes import free_port
 
 
 def test_several_workers_on_sqlite_are_refused_with_a_reason(

@@ -136,7 +136,7 @@ class LiveServer:
         self.port = sock.getsockname()[1]
         self.settings = self.settings.replace(port=self.port)
         settings = self.settings.replace(shutdown_seconds=min(5.0, self.settings.shutdown_seconds))
-        storage = open_storage(settings.db_url, sync=settings.sync)
+        storage = open_storage(settings.db_url, sync=settings.sync, policy=settings.change_policy)
         self.server = build_server(
             settings,
             storage=PausingStorage(storage, self.hooks),

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg  # type: ignore[import-untyped]
 
+from ...core.changes import ChangePolicy, feed_key, feed_user
 from ...core.models import Event
 from ...core.ports import OnCommit
+from ..changes import Changes
 from ..identity import Identity
 from ..jobs import Jobs
 from ..streams import Streams
@@ -22,14 +24,22 @@ from .watch import Watcher
 
 
 class PostgresStorage:
-    def __init__(self, dsn: str, *, pool_size: int = 10, node: str | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        node: str | None = None,
+        policy: ChangePolicy | None = None,
+    ) -> None:
         self.dsn = dsn
         self.node = node or secrets.token_hex(4)
         self.watcher = Watcher(self.node, self._connect_listen, self._read_rows, self._counts)
         self.db = PostgresDatabase(dsn, self.node, pool_size, self.watcher)
         self.identity = Identity(self.db)
-        self.jobs = Jobs(self.db, self.watcher)
-        self.streams = Streams(self.db)
+        self.jobs = Jobs(self.db, self.watcher, policy)
+        self.changes = Changes(self.db, self.watcher, policy)
+        self.streams = Streams(self.db, policy)
 
     @property
     def on_commit(self) -> OnCommit | None:
@@ -62,16 +72,29 @@ class PostgresStorage:
         """Other nodes' events, read back after each NOTIFY; see ``watch.py``."""
         return self.watcher.events()
 
-    # for the watcher ---------------------------------------------------------------------
+    # for the watcher: it carries jobs' events and users' changes alike, by key ------------
 
-    async def _read_rows(self, job_id: str, from_index: int, limit: int) -> list[Event]:
-        return await self.jobs.read_rows(job_id, from_index, limit)
+    async def _read_rows(self, key: str, from_index: int, limit: int) -> list[Event]:
+        if feed_user(key) is not None:
+            return await self.changes.read_rows(key, from_index, limit)
+        return await self.jobs.read_rows(key, from_index, limit)
 
-    async def _counts(self, job_ids: list[str]) -> dict[str, int]:
-        rows = await self.db.fetch(
-            "SELECT id, event_count FROM jobs WHERE id = ANY(?::text[])", (job_ids,)
-        )
-        return {row[0]: row[1] for row in rows}
+    async def _counts(self, keys: list[str]) -> dict[str, int]:
+        """The next index of each job, and the next sequence number of each feed."""
+        users = [user for key in keys if (user := feed_user(key)) is not None]
+        jobs = [key for key in keys if feed_user(key) is None]
+        counts: dict[str, int] = {}
+        if jobs:
+            rows = await self.db.fetch(
+                "SELECT id, event_count FROM jobs WHERE id = ANY(?::text[])", (jobs,)
+            )
+            counts.update({row[0]: row[1] for row in rows})
+        if users:
+            rows = await self.db.fetch(
+                "SELECT user_id, seq FROM change_heads WHERE user_id = ANY(?::bigint[])", (users,)
+            )
+            counts.update({feed_key(row[0]): row[1] + 1 for row in rows})
+        return counts
 
     async def _connect_listen(self) -> object:
         return await asyncpg.connect(

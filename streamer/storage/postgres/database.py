@@ -38,6 +38,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from ...core.changes import feed_key
 from ...core.errors import Conflict, StreamerError, Unavailable, job_not_found
 from ...core.ports import OnCommit
 from .. import redact_url
@@ -47,6 +48,7 @@ from ..commands import (
     LoadJob,
     OldestQueued,
     Query,
+    SaveChange,
     SaveJob,
     T,
     Transaction,
@@ -83,20 +85,31 @@ PLACEHOLDER = re.compile(r"\?")
 SAVE_APPEND = f"""
 WITH inserted AS (
     INSERT INTO events (job_id, idx, type, line, lineno)
-    SELECT $15::text, u.idx, u.type, u.line, u.lineno
-    FROM unnest($16::bigint[], $17::text[], $18::bytea[], $19::bigint[])
+    SELECT $18::text, u.idx, u.type, u.line, u.lineno
+    FROM unnest($19::bigint[], $20::text[], $21::bytea[], $22::bigint[])
         AS u(idx, type, line, lineno)
 ), texted AS (
     INSERT INTO search_text (job_id, first_idx, last_idx, text)
-    VALUES ($15::text, $20::bigint, $21::bigint, $22::bytea)
+    VALUES ($18::text, $23::bigint, $24::bigint, $25::bytea)
 ), saved AS (
     UPDATE jobs SET status = $1, started_at = $2::text, finished_at = $3::text,
         container_id = $4::text, runner = $5::text, event_count = $6, updated_at = $7,
         last_timestamp = $8::text, byte_count = $9, redactions = $10, line_count = $11,
-        carry = $12, section_state = $13::text, secrets = $14::bytea
-    WHERE id = $15::text
+        carry = $12, section_state = $13::text, secrets = $14::bytea, change_ms = $15,
+        change_count = $16, grew_seq = $17::bigint
+    WHERE id = $18::text
 )
-SELECT pg_notify('{CHANNEL}', $23)
+SELECT pg_notify('{CHANNEL}', $26)
+"""
+# A change of the feed, the removal of the grew change it supersedes (-1: none) and
+# the NOTIFY for other nodes, in one round trip.
+SAVE_CHANGE = f"""
+WITH superseded AS (
+    DELETE FROM job_changes WHERE user_id = $1 AND seq = $6::bigint
+), inserted AS (
+    INSERT INTO job_changes (user_id, seq, job_id, kind, line) VALUES ($1, $2, $3, $4, $5)
+)
+SELECT pg_notify('{CHANNEL}', $7)
 """
 # The search texts of the appends holding events ``? <= idx < ?`` (from the one that
 # holds the first), as one value in index order, and the events it spans.
@@ -289,6 +302,21 @@ class PostgresDatabase:
                 events[-1].index,
                 appended.text,
                 payload(self.node, state.job.id, events[0].index, events[-1].index),
+            )
+            return None
+        if isinstance(command, SaveChange):
+            change = command.change
+            superseded = -1 if change.superseded is None else change.superseded
+            key = feed_key(change.user_id)
+            await conn.execute(
+                SAVE_CHANGE,
+                change.user_id,
+                change.seq,
+                change.job_id,
+                change.kind,
+                change.line,
+                superseded,
+                payload(self.node, key, change.seq, change.seq),
             )
             return None
         if isinstance(command, LoadJob):

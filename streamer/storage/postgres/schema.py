@@ -151,6 +151,27 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, id)
     );
     """,
+    # 6: the change feed (core/changes.py): each user's counter and floor, the changes,
+    # and each job's bookkeeping (existing jobs start with nothing pending).
+    """
+    ALTER TABLE jobs ADD COLUMN change_ms BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN change_count BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN grew_seq BIGINT;
+    UPDATE jobs SET change_count = event_count;
+    CREATE TABLE change_heads (
+        user_id BIGINT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        floor BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE job_changes (
+        user_id BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        job_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        line BYTEA NOT NULL,
+        PRIMARY KEY (user_id, seq)
+    );
+    """,
 )
 
 

@@ -2,7 +2,9 @@
 
 Every append sends ``pg_notify('streamer_events', 'node:first:last:job')`` inside its
 transaction, so PostgreSQL delivers it at commit, in commit order (and so, per job,
-in index order). The payload never carries the data (payloads are capped at 8000
+in index order). Every change of a user's feed does the same under the key
+``user:<id>``, with its sequence number as the index: the watcher carries both
+kinds of log alike. The payload never carries the data (payloads are capped at 8000
 bytes): ``Watcher.events()`` reads the rows back and yields them for this node's hub.
 
 What the hub gets, per job, is one run: increasing, contiguous, each index once.
@@ -112,12 +114,14 @@ class Watcher:
             return self._accept(job_id, events)
         missing: list[Event] = []
         try:
-            while seen + 1 + len(missing) < events[0].index:
-                start = seen + 1 + len(missing)
+            start = seen + 1
+            while start < events[0].index:
                 page = await self._read(job_id, start, min(PAGE, events[0].index - start))
+                page = [e for e in page if e.index < events[0].index]
                 if not page:
                     break
                 missing += page
+                start = page[-1].index + 1  # a feed's log may skip numbers (retention)
         except StreamerError:
             self.recheck(job_id)  # storage just failed: let ``events()`` try again
         return self._accept(job_id, [*missing, *events])

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+from ...core.changes import ChangePolicy
 from ...core.models import Event
 from ...core.ports import OnCommit
 from ...core.stats import Histogram
+from ..changes import Changes
 from ..identity import Identity
 from ..jobs import Jobs
 from ..streams import Streams
@@ -18,12 +20,13 @@ from .database import SQLiteDatabase
 
 
 class SQLiteStorage:
-    def __init__(self, path: str, sync: str = "normal") -> None:
+    def __init__(self, path: str, sync: str = "normal", policy: ChangePolicy | None = None) -> None:
         self.path = path
         self.db = SQLiteDatabase(path, sync)
         self.identity = Identity(self.db)
-        self.jobs = Jobs(self.db)
-        self.streams = Streams(self.db)
+        self.jobs = Jobs(self.db, policy=policy)
+        self.changes = Changes(self.db, policy=policy)
+        self.streams = Streams(self.db, policy)
 
     @property
     def on_commit(self) -> OnCommit | None:

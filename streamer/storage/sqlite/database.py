@@ -27,6 +27,7 @@ from ..commands import (
     OldestQueued,
     Published,
     Query,
+    SaveChange,
     SaveJob,
     T,
     Transaction,
@@ -180,6 +181,18 @@ def _execute(conn: sqlite3.Connection, command: Command) -> Any:
                 (job_id, events[0].index, events[-1].index, appended.text),
             )
         conn.execute(JOB_UPDATE, job_state_values(state))
+        return None
+    if isinstance(command, SaveChange):
+        change = command.change
+        if change.superseded is not None:
+            conn.execute(
+                "DELETE FROM job_changes WHERE user_id = ? AND seq = ?",
+                (change.user_id, change.superseded),
+            )
+        conn.execute(
+            "INSERT INTO job_changes (user_id, seq, job_id, kind, line) VALUES (?, ?, ?, ?, ?)",
+            (change.user_id, change.seq, change.job_id, change.kind, change.line),
+        )
         return None
     if isinstance(command, LoadJob):
         row = conn.execute(

@@ -141,6 +141,27 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, id)
     ) WITHOUT ROWID;
     """,
+    # 6: the change feed (core/changes.py): each user's counter and floor, the changes,
+    # and each job's bookkeeping (existing jobs start with nothing pending).
+    """
+    ALTER TABLE jobs ADD COLUMN change_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN change_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN grew_seq INTEGER;
+    UPDATE jobs SET change_count = event_count;
+    CREATE TABLE change_heads (
+        user_id INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        floor INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE job_changes (
+        user_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        job_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        line BLOB NOT NULL,
+        PRIMARY KEY (user_id, seq)
+    ) WITHOUT ROWID;
+    """,
 )
 
 
