@@ -43,7 +43,7 @@ from .models import (
     encode_events,
 )
 from .redact import Redactor
-from .search import JOIN
+from .search import JOIN, JOIN_TEXT
 from .text import CONTROL, search_text
 
 # A job at its cap must still be finishable: a lone ``complete`` event whose data is
@@ -250,8 +250,11 @@ def _index(
         starts = list(accumulate([d.count("\n") for d in datas], initial=state.line_count))
         state.line_count = starts[-1]
         lines = [n + 1 for n in starts[:-1]]
-        text = JOIN.join([search_text(d) for d in datas])
         raw = "".join(datas)
+        if "\x1b" in raw or CONTROL.search(raw) is not None:
+            text = JOIN.join([search_text(d) for d in datas])
+        else:  # the usual batch: every text is its data, encoded once
+            text = JOIN_TEXT.join(datas).encode("utf-8", "surrogatepass")
         typed = not sections.MARKER_TYPES.isdisjoint({e.type for e in events})
     if not typed and _hint(carry + raw if carry else raw) is None:
         if carry or not raw.endswith("\n"):

@@ -26,6 +26,7 @@ from .text import plain_text
 
 SEPARATOR = b"\x1e"  # never in stored text: control characters are stripped at ingest
 JOIN = b"\n\x1e\n"  # between two events' texts
+JOIN_TEXT = JOIN.decode()
 MAX_QUERY = 1000
 MAX_TEXT = 2000  # characters of a matching line returned (a 1 MiB line is cut)
 RE2_MEMORY = 32 << 20  # per compiled pattern; a pattern needing more is refused
