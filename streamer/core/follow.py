@@ -30,10 +30,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
+from .backlog import Backlog
 from .errors import StreamerError
 from .hub import Channel, Hub
 from .models import Event
@@ -301,78 +301,22 @@ class Follow:
             self.on_end(self)
 
 
-class Inbox:
+class Inbox(Backlog["list[Event] | int"]):
     """An outlet read by a coroutine: for transports that must await each write (the
-    ASGI path) and for in-process readers.
-
-    Batches wait here until the reader takes them, bounded by bytes: past
-    ``max_bytes`` the inbox is not ready, so the follow leaves events in the hub's
-    channel (or stops reading storage) until the reader catches up.
-    """
+    ASGI path) and for in-process readers. Its items are batches of events, or for a
+    keepalive the reader's next index (an ``int``); it ends when the follow does."""
 
     def __init__(self, max_bytes: int = 1 << 20) -> None:
-        self.max_bytes = max_bytes
-        self.on_ready: Callable[[], None] | None = None
-        self.finished = False
-        self._items: deque[list[Event] | int] = deque()
-        self._bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
-
-    def ready(self) -> bool:
-        return self._bytes < self.max_bytes and not self.finished
+        super().__init__(max_bytes)
 
     def send(self, events: Sequence[Event]) -> None:
-        self._items.append(list(events))
-        self._bytes += sum([len(e.line) for e in events])
-        self._wake()
+        self.put(list(events), sum([len(e.line) for e in events]))
 
     def keepalive(self, next_index: int) -> None:
-        self._items.append(next_index)
-        self._wake()
+        self.put(next_index, 0)
 
     def finish(self, follow: Follow) -> None:
-        self.finished = True
-        self._wake()
-        self._release()
-
-    async def drain(self) -> None:
-        while not self.ready():
-            if self.finished:
-                raise ConnectionError("the stream has ended")
-            self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
-
-    async def items(self) -> AsyncIterator[list[Event] | int]:
-        """What was sent, in order: a batch of events, or for a keepalive the reader's
-        next index (an ``int``); ends when the stream has finished."""
-        while True:
-            while self._items:
-                item = self._items.popleft()
-                if isinstance(item, list):
-                    self._bytes -= sum([len(e.line) for e in item])
-                    if self._bytes < self.max_bytes:
-                        self._release()
-                        if self.on_ready is not None:
-                            self.on_ready()
-                yield item
-            if self.finished:
-                return
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _release(self) -> None:
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        self.complete()
 
 
 async def batches(follow: Follow, max_bytes: int = 1 << 20) -> AsyncIterator[list[Event]]:

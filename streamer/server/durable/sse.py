@@ -15,17 +15,13 @@ kept on the event, for every reader of a fan-out.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from ...core import messages
 from ...core.durable import View, cursor
@@ -34,9 +30,9 @@ from ...core.keys import Credential
 from ...core.messages import BYTES, JSON, offset
 from ...core.models import Event
 from ..http.messages import Headers
-from ..http.protocol import HTTPProtocol
 from ..resources import Resources
 from ..transports.streaming import Answered, lean
+from ..transports.wire import LeanChunks, Pipe, Wire, pipe_response
 from .reads import Settling, open_follow
 
 LINE_BREAK = re.compile(rb"\r\n|\r|\n")
@@ -72,97 +68,10 @@ def control_event(fields: dict[str, object]) -> bytes:
     return b"event: control\ndata:" + orjson.dumps(fields) + b"\n\n"
 
 
-class Sink(Protocol):
-    """Where an SSE answer's bytes go: the lean connection, or an ASGI queue."""
-
-    on_drained: Callable[[], None] | None
-
-    def ready(self) -> bool: ...
-
-    def write(self, data: bytes) -> None: ...
-
-    def finish(self) -> None: ...
-
-    async def drain(self) -> None: ...
-
-
-class ConnSink:
-    """The lean path: chunks straight to the connection."""
-
-    def __init__(self, conn: HTTPProtocol) -> None:
-        self.conn = conn
-        self.on_drained: Callable[[], None] | None = None
-        conn.on_drain.append(self._drained)
-
-    def ready(self) -> bool:
-        return self.conn.writable and not self.conn.closed
-
-    def write(self, data: bytes) -> None:
-        self.conn.write_chunk(data)
-
-    def finish(self) -> None:
-        self.conn.finish()
-
-    async def drain(self) -> None:
-        await self.conn.drain()
-
-    def _drained(self) -> None:
-        if self.on_drained is not None:
-            self.on_drained()
-
-
-class QueueSink:
-    """The ASGI path: chunks queue (bounded by bytes) for the response coroutine."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.on_drained: Callable[[], None] | None = None
-        self.finished = False
-        self._chunks: deque[bytes] = deque()
-        self._bytes = 0
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-
-    def ready(self) -> bool:
-        return self._bytes < self.max_bytes and not self.finished
-
-    def write(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._bytes += len(data)
-        self._wake.set()
-
-    def finish(self) -> None:
-        self.finished = True
-        self._wake.set()
-        self._room.set()
-
-    async def drain(self) -> None:
-        while not self.ready():
-            if self.finished:
-                raise ConnectionError("the stream has ended")
-            self._room.clear()
-            await self._room.wait()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            while self._chunks:
-                chunk = self._chunks.popleft()
-                self._bytes -= len(chunk)
-                if self._bytes < self.max_bytes:
-                    self._room.set()
-                    if self.on_drained is not None:
-                        self.on_drained()
-                yield chunk
-            if self.finished:
-                return
-            self._wake.clear()
-            await self._wake.wait()
-
-
 class SSEOutlet(Settling):
-    """A follow's outlet writing the protocol's SSE events to a ``Sink``."""
+    """A follow's outlet writing the protocol's SSE events to a ``Wire``."""
 
-    def __init__(self, view: View, start: int, sink: Sink, client_cursor: str | None) -> None:
+    def __init__(self, view: View, start: int, sink: Wire, client_cursor: str | None) -> None:
         super().__init__()
         self.kind = view.kind
         self.sink = sink
@@ -170,7 +79,7 @@ class SSEOutlet(Settling):
         self.next_index = start
         self.pending: list[Event] = []
         self.owed = True  # an upToDate control event, once the reader has caught up
-        sink.on_drained = self._drained
+        sink.on_ready = self._drained
 
     def attach(self, follow: Follow) -> None:
         self.follow = follow
@@ -193,7 +102,7 @@ class SSEOutlet(Settling):
 
     def finish(self, follow: Follow) -> None:
         self._flush(caught_up=follow.complete or not follow.tails)
-        self.sink.finish()
+        self.sink.end(None)
 
     async def drain(self) -> None:
         await self.sink.drain()
@@ -233,45 +142,6 @@ class SSEOutlet(Settling):
             self.sink.write(b"".join(parts))
 
 
-class SinkResponse(Response):
-    """The ASGI path: send what the outlet queued, each send bounded by the send
-    timeout; a client that leaves (or stops reading) ends the follow."""
-
-    def __init__(
-        self, follow: Follow, sink: QueueSink, headers: Headers, send_timeout: float
-    ) -> None:
-        self.follow = follow
-        self.sink = sink
-        self.stream_headers = headers
-        self.send_timeout = send_timeout
-        self.background = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        follow = self.follow
-
-        async def watch_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            follow.close("disconnect")
-
-        watcher = asyncio.create_task(watch_disconnect())
-        try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": self.stream_headers}
-            )
-            async for chunk in self.sink.chunks():
-                async with asyncio.timeout(self.send_timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError:
-            follow.close("send_timeout")
-        except OSError:
-            follow.close("disconnect")
-        finally:
-            watcher.cancel()
-            follow.close("disconnect")  # a no-op when it has ended
-
-
 def open_sse(
     request: Request,
     res: Resources,
@@ -293,11 +163,12 @@ def open_sse(
     context = lean(request.scope)
     if context is not None:
         conn = context.conn
-        outlet = SSEOutlet(view, start, ConnSink(conn), client_cursor)
+        outlet = SSEOutlet(view, start, LeanChunks(conn), client_cursor)
         open_follow(res, request, view, start, "ds-sse", credential, outlet)  # 429 before the head
         conn.start(200, [*headers, *context.headers], chunked=True)  # writes come after it
         return Answered()
-    sink = QueueSink(res.settings.stream_buffer_bytes)
-    outlet = SSEOutlet(view, start, sink, client_cursor)
+    pipe = Pipe(res.settings.stream_buffer_bytes)
+    outlet = SSEOutlet(view, start, pipe, client_cursor)
     follow = open_follow(res, request, view, start, "ds-sse", credential, outlet)
-    return SinkResponse(follow, sink, headers, res.settings.send_timeout_seconds)
+    pipe.on_lost = follow.close
+    return pipe_response(pipe, headers, b"", res.settings.send_timeout_seconds)

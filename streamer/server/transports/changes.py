@@ -49,9 +49,9 @@ from .wire import (
     LeanChunks,
     LeanFrames,
     Pipe,
-    PipeResponse,
     Wire,
     check_origin,
+    pipe_response,
     refuse_asgi,
     refuse_lean,
     serve_websocket,
@@ -181,7 +181,7 @@ async def changes_stream(request: Request) -> Response:
     if context is None:
         pipe = Pipe(res.settings.stream_buffer_bytes)
         outlet.attach(pipe, follow := _open(res, started, "sse", outlet))
-        return PipeResponse(pipe, HEADERS, preamble, res.settings.send_timeout_seconds)
+        return pipe_response(pipe, HEADERS, preamble, res.settings.send_timeout_seconds)
     conn = context.conn
     follow = _open(res, started, "sse", outlet)  # the 429 comes before the head
     outlet.attach(LeanChunks(conn), follow)

@@ -46,7 +46,7 @@ from ..openapi import Operation
 from ..resources import Resources, resources
 from .sse import HEADERS
 from .streaming import Answered, lean
-from .wire import LeanChunks, Pipe, PipeResponse, Wire
+from .wire import LeanChunks, Pipe, Wire, pipe_response
 from .ws import CLOSES
 
 DOC = Operation(
@@ -345,7 +345,7 @@ async def streams_events(request: Request) -> Response:
         pipe = Pipe(res.settings.stream_buffer_bytes)
         session.attach(pipe)
         start_jobs(session, outcomes)
-        return PipeResponse(pipe, HEADERS, preamble, res.settings.send_timeout_seconds)
+        return pipe_response(pipe, HEADERS, preamble, res.settings.send_timeout_seconds)
     conn = context.conn
     session.attach(LeanChunks(conn))
     conn.start(200, [*HEADERS, *context.headers], chunked=True)

@@ -9,7 +9,7 @@ prelude (credentials, job, start position) once, then ``open_stream``:
   waits, no framework in between;
 - on the **ASGI path** (any ASGI server, e.g. uvicorn) the events queue in an
   ``Inbox`` that the response coroutine sends, each send bounded by the send
-  timeout (``InboxResponse``).
+  timeout (``QueuedResponse``, which every queued stream shares).
 
 Either way the stream is counted and tracked by the ``StreamRegistry`` before
 anything is sent, so the one stream too many is still a 429.
@@ -18,7 +18,7 @@ anything is sent, so the one stream too many is still a 429.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -105,59 +105,66 @@ class ChunkedOutlet:
             self.on_ready()
 
 
-class InboxResponse(Response):
-    """The ASGI path: send what the follow put in its ``Inbox``, each send bounded by
-    the send timeout; a client that leaves (or stops reading) ends the follow."""
+class QueuedResponse(Response):
+    """A streamed body on the ASGI path: ``chunks`` sent in order, each send bounded by
+    the send timeout. A client that leaves, or stops reading, is reported once through
+    ``gone`` (with ``disconnect`` or ``send_timeout``), which ends whatever was feeding
+    the chunks. Every queued stream (a job's log, the protocol's SSE, the change feed,
+    multi-job streams) is sent by this one class."""
 
     def __init__(
         self,
-        follow: Follow,
-        inbox: Inbox,
-        framing: Framing,
+        chunks: AsyncIterator[bytes],
+        gone: Callable[[str], None],
         headers: Headers,
         preamble: bytes,
         send_timeout: float,
     ) -> None:
-        self.follow = follow
-        self.inbox = inbox
-        self.framing = framing
+        self.chunks = chunks
+        self.gone = gone
         self.stream_headers = headers
         self.preamble = preamble
         self.send_timeout = send_timeout
         self.background = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        follow = self.follow
+        gone = self.gone
 
         async def watch_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            follow.close("disconnect")
+            gone("disconnect")
 
         watcher = asyncio.create_task(watch_disconnect())
         try:
             await send(
                 {"type": "http.response.start", "status": 200, "headers": self.stream_headers}
             )
-            if self.preamble:
-                await self._send(send, self.preamble)
-            async for item in self.inbox.items():
-                if isinstance(item, list):
-                    await self._send(send, self.framing.body(item))
-                elif self.framing.keepalive is not None:
-                    await self._send(send, self.framing.keepalive(item))
+            await self._send(send, self.preamble)
+            async for chunk in self.chunks:
+                await self._send(send, chunk)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except TimeoutError:
-            follow.close("send_timeout")  # it stopped reading; it resumes from its position
+            gone("send_timeout")  # it stopped reading; it resumes from its position
         except OSError:
-            follow.close("disconnect")
+            gone("disconnect")
         finally:
             watcher.cancel()
-            follow.close("disconnect")  # a no-op when it has ended
+            gone("disconnect")  # a no-op once it has gone
 
     async def _send(self, send: Send, data: bytes) -> None:
-        async with asyncio.timeout(self.send_timeout):
-            await send({"type": "http.response.body", "body": data, "more_body": True})
+        if data:
+            async with asyncio.timeout(self.send_timeout):
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+async def framed(inbox: Inbox, framing: Framing) -> AsyncIterator[bytes]:
+    """An inbox's batches and keepalives as body bytes."""
+    async for item in inbox.items():
+        if isinstance(item, list):
+            yield framing.body(item)
+        elif framing.keepalive is not None:
+            yield framing.keepalive(item)
 
 
 def open_stream(
@@ -187,6 +194,6 @@ def open_stream(
         return Answered()
     inbox = Inbox(res.settings.stream_buffer_bytes)
     follow = res.streams.open(job, from_index, transport, credential, inbox, live=live)
-    return InboxResponse(
-        follow, inbox, framing, headers, preamble, res.settings.send_timeout_seconds
+    return QueuedResponse(
+        framed(inbox, framing), follow.close, headers, preamble, res.settings.send_timeout_seconds
     )

@@ -13,7 +13,7 @@ WebSocket text message.
 - ``LeanFrames``: a WebSocket on the lean server; client messages go to
   ``on_message``.
 - ``Pipe``: the ASGI path. Messages queue for the response coroutine
-  (``PipeResponse`` for SSE, ``serve_websocket`` for WebSocket), bounded by bytes:
+  (``pipe_response`` for SSE, ``serve_websocket`` for WebSocket), bounded by bytes:
   past ``max_bytes`` the wire is not ready, and the writers wait (a follow leaves
   its events in the hub's channel, or stops reading storage).
 """
@@ -21,21 +21,20 @@ WebSocket text message.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ...core.backlog import Backlog
 from ...core.errors import Forbidden, StreamerError
 from ..http.messages import Headers
 from ..http.protocol import HTTPProtocol
 from ..http.websocket import text_frame
 from ..requests import problem
-from .streaming import answer, lean
+from .streaming import QueuedResponse, answer, lean
 from .ws import origin_allowed
 
 Close = tuple[int, str] | None  # a WebSocket close code and reason (None: the client left)
@@ -138,122 +137,37 @@ class LeanFrames(_Lean):
             self.on_message(data)
 
 
-class Pipe:
+class Pipe(Backlog[bytes]):
     """The ASGI path's wire: messages queued for one response coroutine."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.on_ready: Callable[[], None] | None = None
+        super().__init__(max_bytes)
         self.on_lost: Callable[[str], None] | None = None
-        self.ended = False
         self.gone = False  # the consumer has seen the client leave
         self.close: Close = None
-        self._items: deque[bytes] = deque()
-        self._bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
-
-    def ready(self) -> bool:
-        return self._bytes < self.max_bytes and not self.ended
 
     def write(self, message: bytes) -> None:
-        if self.ended:
-            return
-        self._items.append(message)
-        self._bytes += len(message)
-        self._wake()
-
-    async def drain(self) -> None:
-        while not self.ready():
-            if self.ended:
-                raise ConnectionError("the stream has ended")
-            self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
+        self.put(message, len(message))
 
     def end(self, close: Close) -> None:
         if not self.ended:
-            self.ended, self.close = True, close
-            self._wake()
-            self._release()
+            self.close = close
+            self.complete()
 
     def lost(self, reason: str = "disconnect") -> None:
         """The consumer saw the client leave (or stop reading: ``send_timeout``)."""
-        self._items.clear()
-        self._bytes = 0
+        self.clear()
         self.end(self.close)
         if not self.gone:
             self.gone = True
             if self.on_lost is not None:
                 self.on_lost(reason)
 
-    async def items(self) -> AsyncIterator[bytes]:
-        """Messages in order, until the wire has ended and what it queued is sent."""
-        while True:
-            while self._items:
-                message = self._items.popleft()
-                self._bytes -= len(message)
-                if self._bytes < self.max_bytes:
-                    self._release()
-                    if self.on_ready is not None:
-                        self.on_ready()
-                yield message
-            if self.ended:
-                return
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _release(self) -> None:
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-
-class PipeResponse(Response):
-    """An SSE response on the ASGI path: the pipe's messages, each send bounded by the
-    send timeout; a client that leaves (or stops reading) loses the pipe."""
-
-    def __init__(self, pipe: Pipe, headers: Headers, preamble: bytes, send_timeout: float) -> None:
-        self.pipe = pipe
-        self.stream_headers = headers
-        self.preamble = preamble
-        self.send_timeout = send_timeout
-        self.background = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pipe = self.pipe
-
-        async def watch_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            pipe.lost()
-
-        watcher = asyncio.create_task(watch_disconnect())
-        try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": self.stream_headers}
-            )
-            await self._send(send, self.preamble)
-            async for message in pipe.items():
-                await self._send(send, message)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError:
-            pipe.lost("send_timeout")  # it stopped reading; it resumes from its cursor
-        except OSError:
-            pipe.lost()
-        finally:
-            watcher.cancel()
-            pipe.lost()  # a no-op once it has been lost
-
-    async def _send(self, send: Send, data: bytes) -> None:
-        if data:
-            async with asyncio.timeout(self.send_timeout):
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+def pipe_response(pipe: Pipe, headers: Headers, preamble: bytes, send_timeout: float) -> Response:
+    """An SSE response on the ASGI path: the pipe's messages; a client that leaves (or
+    stops reading) loses the pipe."""
+    return QueuedResponse(pipe.items(), pipe.lost, headers, preamble, send_timeout)
 
 
 async def serve_websocket(
