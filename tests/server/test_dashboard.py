@@ -84,6 +84,10 @@ class Watch:
         if message.type == "error" and "ERR_CONNECTION_REFUSED" not in message.text:
             self.errors.append(message.text)
 
+    def count(self, fragment: str) -> int:
+        """How many requests went to a URL containing ``fragment``."""
+        return sum(1 for url in self.urls if fragment in url)
+
     def check(self, key: str) -> None:
         assert self.errors == [], self.errors
         assert not [u for u in self.urls if key in u], "an API key reached a URL"

@@ -7,11 +7,9 @@ no polling while it is connected, and show a badge while it is not.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 pytest.importorskip(
     "playwright.async_api", reason="Playwright for Python is not installed (pip install playwright)"
@@ -19,15 +17,9 @@ pytest.importorskip(
 
 from playwright.async_api import Browser, Page, expect  # noqa: E402
 
-from streamer.server.settings import Settings  # noqa: E402
-
-from ..support.dashboard_support import (  # noqa: E402
-    append,
-    chromium_path,
-    launch,
-    signed_in_page,
-)
-from ..support.live import LiveServer, serving  # noqa: E402
+from ..support.dashboard_support import append, chromium_path, signed_in_page  # noqa: E402
+from ..support.live import LiveServer  # noqa: E402
+from . import test_dashboard as shared  # noqa: E402
 
 if chromium_path() is None:
     pytest.skip(
@@ -38,34 +30,13 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 E = "\x1b["
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
-    async with serving(settings) as server:
-        yield server
+# One Chromium and one event loop for the module, as in test_dashboard.
+chromium, browser, live_server = shared.chromium, shared.browser, shared.live_server
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def chromium() -> AsyncIterator[Browser]:
-    async with launch() as browser:
-        yield browser
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def browser(chromium: Browser) -> AsyncIterator[Browser]:
-    yield chromium
-    for context in chromium.contexts:
-        await context.close()
-
-
-class Requests:
-    """The API requests a page made, and its errors (none expected)."""
-
-    def __init__(self, page: Page) -> None:
-        self.urls: list[str] = []
-        self.errors: list[str] = []
-        page.on("request", lambda request: self.urls.append(request.url))
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on("console", self._console)
+class Requests(shared.Watch):
+    """What a page requested, and its errors (none expected; a feed's reconnect while
+    the server is away logs network errors, which are not)."""
 
     def _console(self, message: Any) -> None:
         text = message.text
@@ -75,9 +46,6 @@ class Requests:
             and "network" not in text
         ):
             self.errors.append(text)
-
-    def count(self, fragment: str) -> int:
-        return sum(1 for url in self.urls if fragment in url)
 
 
 async def pane_rows(page: Page, job: str) -> list[str]:
